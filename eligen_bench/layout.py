@@ -1,0 +1,257 @@
+"""The data model of a layout: entities with a prompt, a box and an optional mask.
+
+Everything is validated on construction, so a `Layout` that exists is a good one. Errors name
+the layout id and the field, and say what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from eligen_bench.errors import InputError
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MIN_SIDE, MAX_SIDE = 16, 8192
+
+
+def check_id(value: Any, *, where: str, what: str = "id") -> str:
+    """A name used as a file name: letters, digits, '.', '_', '-'; no path tricks."""
+    if not isinstance(value, str) or not _SAFE_ID.match(value) or ".." in value:
+        raise InputError(
+            f"{value!r} is not a safe name (1-128 of A-Z a-z 0-9 . _ -, starting with a letter "
+            "or digit, no '..')",
+            where=where,
+            field=what,
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Mask:
+    """A binary mask stored as COCO compressed RLE (column-major, as pycocotools writes it)."""
+
+    height: int
+    """Rows of the mask; equals the layout's height."""
+    width: int
+    """Columns of the mask; equals the layout's width."""
+    counts: str
+    """The compressed RLE string of pycocotools."""
+
+    @classmethod
+    def from_array(cls, array: np.ndarray) -> Mask:
+        from pycocotools import mask as mask_utils
+
+        binary = np.asfortranarray(np.asarray(array).astype(bool).astype(np.uint8))
+        if binary.ndim != 2:
+            raise InputError(f"a mask must be 2-D, got shape {binary.shape}", field="mask")
+        rle = mask_utils.encode(binary)
+        return cls(int(binary.shape[0]), int(binary.shape[1]), rle["counts"].decode("ascii"))
+
+    def to_array(self) -> np.ndarray:
+        """The mask as a bool array of shape (height, width)."""
+        from pycocotools import mask as mask_utils
+
+        rle = {"size": [self.height, self.width], "counts": self.counts.encode("ascii")}
+        return mask_utils.decode(rle).astype(bool)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"size": [self.height, self.width], "counts": self.counts}
+
+    @classmethod
+    def from_dict(cls, data: Any, *, where: str) -> Mask:
+        if not isinstance(data, Mapping) or "size" not in data or "counts" not in data:
+            raise InputError(
+                "expected a COCO RLE object {'size': [h, w], 'counts': str}", where=where, field="mask"
+            )
+        size = data["size"]
+        if not (isinstance(size, Sequence) and len(size) == 2 and all(isinstance(s, int) for s in size)):
+            raise InputError(f"size must be [height, width] integers, got {size!r}", where=where, field="mask")
+        counts = data["counts"]
+        if not isinstance(counts, str):
+            raise InputError("counts must be a compressed RLE string", where=where, field="mask")
+        mask = cls(size[0], size[1], counts)
+        try:
+            area = int(mask.to_array().sum())
+        except Exception as exc:  # pycocotools raises assorted errors on corrupt strings
+            raise InputError(f"corrupt RLE ({exc})", where=where, field="mask") from exc
+        if area == 0:
+            raise InputError("mask is empty (no pixel set)", where=where, field="mask")
+        return mask
+
+
+@dataclass(frozen=True)
+class Entity:
+    """One controlled entity: what it is (prompt) and where it goes (bbox, optional mask)."""
+
+    prompt: str
+    """The entity's own prompt, e.g. 'a red umbrella'."""
+    bbox: tuple[float, float, float, float]
+    """Normalised xyxy box, 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1."""
+    mask: Mask | None = None
+    """Optional arbitrary-shape region of the layout's size; the box encloses it."""
+    category: str | None = None
+    """Optional COCO class name, used by the detector metrics."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise InputError("must be a non-empty string", field="prompt")
+        object.__setattr__(self, "bbox", _check_bbox(self.bbox))
+        if self.category is not None and (not isinstance(self.category, str) or not self.category):
+            raise InputError("must be a non-empty string or absent", field="category")
+
+    def region(self, height: int, width: int) -> np.ndarray:
+        """The entity's region as a bool array: its mask if it has one, else its box."""
+        if self.mask is not None:
+            array = self.mask.to_array()
+            if array.shape != (height, width):
+                from PIL import Image
+
+                image = Image.fromarray(array.astype(np.uint8) * 255)
+                array = np.asarray(image.resize((width, height), Image.NEAREST)) > 127
+            return array
+        return box_region(self.bbox, height, width)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"prompt": self.prompt, "bbox": list(self.bbox)}
+        if self.mask is not None:
+            data["mask"] = self.mask.to_dict()
+        if self.category is not None:
+            data["category"] = self.category
+        return data
+
+
+def box_region(bbox: Sequence[float], height: int, width: int) -> np.ndarray:
+    """Pixels whose centres lie inside the box; at least one pixel for any valid box."""
+    x1, y1, x2, y2 = bbox
+    c1, c2 = math.floor(x1 * width), max(math.floor(x1 * width) + 1, math.ceil(x2 * width))
+    r1, r2 = math.floor(y1 * height), max(math.floor(y1 * height) + 1, math.ceil(y2 * height))
+    region = np.zeros((height, width), dtype=bool)
+    region[r1 : min(r2, height), c1 : min(c2, width)] = True
+    return region
+
+
+def _check_bbox(bbox: Any) -> tuple[float, float, float, float]:
+    if not isinstance(bbox, Sequence) or isinstance(bbox, str) or len(bbox) != 4:
+        raise InputError(f"expected 4 numbers [x1, y1, x2, y2], got {bbox!r}", field="bbox")
+    values = []
+    for v in bbox:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise InputError(f"expected finite numbers, got {bbox!r}", field="bbox")
+        values.append(float(v))
+    x1, y1, x2, y2 = values
+    if not (0.0 <= x1 < x2 <= 1.0 and 0.0 <= y1 < y2 <= 1.0):
+        raise InputError(
+            f"{values} is out of range: need normalised xyxy with 0 <= x1 < x2 <= 1 and "
+            "0 <= y1 < y2 <= 1",
+            field="bbox",
+        )
+    return (x1, y1, x2, y2)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A global prompt and the entities to place: one benchmark item."""
+
+    id: str
+    """Unique within a suite; safe as a file name."""
+    prompt: str
+    """The global prompt describing the whole image."""
+    entities: tuple[Entity, ...] = ()
+    """Zero or more entities; zero is plain text-to-image."""
+    width: int = 1024
+    """Canvas width in pixels the boxes and masks refer to."""
+    height: int = 1024
+    """Canvas height in pixels."""
+    source: str | None = None
+    """Where the layout came from, e.g. 'coco2017val:397133'."""
+
+    def __post_init__(self) -> None:
+        where = f"layout {self.id!r}"
+        check_id(self.id, where=where)
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise InputError("must be a non-empty string", where=where, field="prompt")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not MIN_SIDE <= value <= MAX_SIDE:
+                raise InputError(f"must be an integer in [{MIN_SIDE}, {MAX_SIDE}], got {value!r}", where=where, field=name)
+        object.__setattr__(self, "entities", tuple(self.entities))
+        for i, entity in enumerate(self.entities):
+            if not isinstance(entity, Entity):
+                raise InputError("must be Entity objects", where=where, field=f"entities[{i}]")
+            if entity.mask is not None and (entity.mask.height, entity.mask.width) != (self.height, self.width):
+                raise InputError(
+                    f"mask is {entity.mask.height}x{entity.mask.width} (HxW), the layout is "
+                    f"{self.height}x{self.width}",
+                    where=where,
+                    field=f"entities[{i}].mask",
+                )
+
+    @property
+    def has_masks(self) -> bool:
+        return any(e.mask is not None for e in self.entities)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "prompt": self.prompt,
+            "width": self.width,
+            "height": self.height,
+            "entities": [e.to_dict() for e in self.entities],
+        }
+        if self.source is not None:
+            data["source"] = self.source
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, *, where: str = "layout") -> Layout:
+        """Build and validate a layout from parsed JSON; errors name `where`, the id and the field."""
+        if not isinstance(data, Mapping):
+            raise InputError(f"expected a JSON object, got {type(data).__name__}", where=where)
+        layout_id = data.get("id")
+        where = f"{where} (id {layout_id!r})" if layout_id is not None else where
+        for key in ("id", "prompt"):
+            if key not in data:
+                raise InputError("missing required field", where=where, field=key)
+        unknown = set(data) - {"id", "prompt", "entities", "width", "height", "source"}
+        if unknown:
+            raise InputError(f"unknown field(s) {sorted(unknown)}", where=where)
+        raw_entities = data.get("entities", [])
+        if not isinstance(raw_entities, list):
+            raise InputError("must be a list", where=where, field="entities")
+        entities = [_entity_from_dict(raw, where=where, index=i) for i, raw in enumerate(raw_entities)]
+        try:
+            return cls(
+                id=layout_id,
+                prompt=data["prompt"],
+                entities=tuple(entities),
+                width=data.get("width", 1024),
+                height=data.get("height", 1024),
+                source=None if data.get("source") is None else str(data["source"]),
+            )
+        except InputError as exc:
+            if exc.where:
+                raise
+            raise InputError(str(exc), where=where) from None
+
+
+def _entity_from_dict(raw: Any, *, where: str, index: int) -> Entity:
+    prefix = f"entities[{index}]"
+    if not isinstance(raw, Mapping):
+        raise InputError("expected a JSON object", where=where, field=prefix)
+    unknown = set(raw) - {"prompt", "bbox", "mask", "category"}
+    if unknown:
+        raise InputError(f"unknown field(s) {sorted(unknown)}", where=where, field=prefix)
+    for key in ("prompt", "bbox"):
+        if key not in raw:
+            raise InputError("missing required field", where=where, field=f"{prefix}.{key}")
+    mask = None if raw.get("mask") is None else Mask.from_dict(raw["mask"], where=f"{where}, {prefix}")
+    try:
+        return Entity(prompt=raw["prompt"], bbox=raw["bbox"], mask=mask, category=raw.get("category"))
+    except InputError as exc:
+        raise InputError(str(exc), where=where, field=prefix) from None

@@ -1,0 +1,156 @@
+"""Suites: a named, versioned, content-hashed list of layouts, stored as JSONL.
+
+The first line of a suite file is a header object with the key "suite"; every other line is
+one layout. A file without a header is read as a suite named after the file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eligen_bench.errors import InputError
+from eligen_bench.hashing import content_hash
+from eligen_bench.layout import Layout, check_id
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A benchmark suite."""
+
+    name: str
+    """Short name, safe as a file name."""
+    version: str
+    """The suite's own version, bumped when its layouts change on purpose."""
+    layouts: tuple[Layout, ...]
+    """The layouts, in a fixed order; ids are unique."""
+    description: str = ""
+    """One line on what the suite holds and where it came from."""
+    notes: tuple[str, ...] = field(default=())
+    """Facts a reader of the results must know (e.g. 'things only, no stuff classes')."""
+
+    def __post_init__(self) -> None:
+        check_id(self.name, where="suite", what="name")
+        object.__setattr__(self, "layouts", tuple(self.layouts))
+        object.__setattr__(self, "notes", tuple(self.notes))
+        seen: set[str] = set()
+        for layout in self.layouts:
+            if layout.id in seen:
+                raise InputError(f"duplicate layout id {layout.id!r}", where=f"suite {self.name!r}")
+            seen.add(layout.id)
+
+    @property
+    def hash(self) -> str:
+        """Content hash of the layouts (not of the name), so a renamed copy hashes the same."""
+        return content_hash([layout.to_dict() for layout in self.layouts])
+
+    def header(self) -> dict:
+        return {
+            "suite": self.name,
+            "version": self.version,
+            "description": self.description,
+            "notes": list(self.notes),
+            "format": FORMAT_VERSION,
+            "hash": self.hash,
+            "count": len(self.layouts),
+        }
+
+    def subset(self, limit: int | None) -> Suite:
+        """The first `limit` layouts (all when None), for quick runs."""
+        if limit is None or limit >= len(self.layouts):
+            return self
+        return Suite(self.name, self.version, self.layouts[:limit], self.description, self.notes)
+
+    def write(self, path: str | Path) -> None:
+        """Write atomically: a reader never sees half a suite."""
+        from eligen_bench.atomic import atomic_write_text
+
+        lines = [json.dumps(self.header(), ensure_ascii=False)]
+        lines += [json.dumps(layout.to_dict(), ensure_ascii=False) for layout in self.layouts]
+        atomic_write_text(Path(path), "\n".join(lines) + "\n")
+
+
+def read_suite(path: str | Path) -> Suite:
+    """Read and validate a suite file; the first problem raises an InputError naming file:line."""
+    suite, problems = _parse(Path(path), stop_at_first=True)
+    if problems:
+        raise problems[0]
+    assert suite is not None
+    return suite
+
+
+def validate_suite_file(path: str | Path) -> tuple[Suite | None, list[InputError]]:
+    """Every problem in a suite file (for `eligen-bench validate`), and the suite if there were none."""
+    return _parse(Path(path), stop_at_first=False)
+
+
+def _parse(path: Path, *, stop_at_first: bool) -> tuple[Suite | None, list[InputError]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, [InputError("no such suite file", where=str(path))]
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [InputError(f"cannot read suite file ({exc})", where=str(path))]
+    header: dict = {}
+    layouts: list[Layout] = []
+    problems: list[InputError] = []
+    seen: dict[str, int] = {}
+    for number, line in _numbered_lines(text):
+        where = f"{path.name}:{number}"
+        try:
+            data = json.loads(line, parse_constant=_reject_constant)
+        except (json.JSONDecodeError, ValueError) as exc:
+            problems.append(InputError(f"malformed JSON ({exc})", where=where))
+        else:
+            if isinstance(data, dict) and "suite" in data and not layouts and not header:
+                header = data
+                continue
+            try:
+                layout = Layout.from_dict(data, where=where)
+                if layout.id in seen:
+                    raise InputError(f"duplicate layout id (first on line {seen[layout.id]})", where=where, field="id")
+                seen[layout.id] = number
+                layouts.append(layout)
+            except InputError as exc:
+                problems.append(exc)
+        if problems and stop_at_first:
+            return None, problems
+    if not layouts and not problems:
+        problems.append(InputError("suite holds no layouts", where=str(path)))
+    if problems:
+        return None, problems
+    try:
+        suite = Suite(
+            name=header.get("suite", _name_from_path(path)),
+            version=str(header.get("version", "0")),
+            layouts=tuple(layouts),
+            description=str(header.get("description", "")),
+            notes=tuple(header.get("notes", ())),
+        )
+    except InputError as exc:
+        return None, [InputError(str(exc), where=str(path))]
+    recorded = header.get("hash")
+    if recorded and recorded != suite.hash:
+        # Edited by hand after it was written: still usable, but say so in the suite's notes.
+        suite = Suite(suite.name, suite.version, suite.layouts, suite.description,
+                      suite.notes + (f"content hash {suite.hash} differs from the header's {recorded}",))
+    return suite, []
+
+
+def _numbered_lines(text: str) -> Iterable[tuple[int, str]]:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            yield number, line
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _name_from_path(path: Path) -> str:
+    stem = "".join(c if c.isalnum() or c in "._-" else "-" for c in path.stem).strip(".-") or "suite"
+    return stem

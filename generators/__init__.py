@@ -1,0 +1,1 @@
+"""Generator plugins: every method behind one interface (see `base.Generator`)."""

@@ -1,0 +1,146 @@
+"""The one interface every generation method implements.
+
+A generator declares what it can honour (`Capabilities`), the exact defaults of its own paper
+or reference code (`defaults`), and turns a batch of `GenerationRequest`s into PIL images.
+Heavy libraries (torch, diffusers) are imported inside methods, never at module import, so
+listing plugins stays cheap.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from eligen_bench.errors import InputError
+from eligen_bench.layout import Entity, Layout
+from eligen_bench.requests import GenerationRequest
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+PROFILES = ("full", "tiny")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a method can take as input."""
+
+    boxes: bool = True
+    """Takes entity boxes."""
+    masks: bool = False
+    """Takes arbitrary-shape entity masks (otherwise masks are replaced by their boxes)."""
+    inpainting: bool = False
+    """Can fill entity regions of a given input image."""
+    max_entities: int | None = None
+    """Most entities one layout may hold; None for no limit."""
+    resolution: tuple[int, int] = (512, 512)
+    """Native (width, height) of the method."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "boxes": self.boxes,
+            "masks": self.masks,
+            "inpainting": self.inpainting,
+            "max_entities": self.max_entities,
+            "resolution": list(self.resolution),
+        }
+
+
+class Generator(ABC):
+    """Base class of generation methods.
+
+    Subclasses set `name`, `capabilities`, `defaults` (every option the method takes, with the
+    value of its own paper or reference code) and implement `load` and `generate`.
+    """
+
+    name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    description: ClassVar[str] = ""
+
+    def __init__(self, profile: str = "full", device: str | None = None, **options: Any):
+        if profile not in PROFILES:
+            raise InputError(f"unknown profile {profile!r}; choose one of {PROFILES}", field="profile")
+        unknown = set(options) - set(self.defaults)
+        if unknown:
+            raise InputError(
+                f"unknown option(s) {sorted(unknown)}; {self.name} takes {sorted(self.defaults)}",
+                where=f"generator {self.name!r}",
+            )
+        self.profile = profile
+        self.device = device
+        self.settings: dict[str, Any] = {**self.defaults, **self.profile_overrides(), **options}
+        self._loaded = False
+
+    def profile_overrides(self) -> dict[str, Any]:
+        """Settings the tiny profile changes (fewer steps, small size); empty for `full`."""
+        return {}
+
+    def model_ids(self) -> dict[str, str]:
+        """Hub ids / paths and revisions of every model the method loads (recorded in results)."""
+        return {}
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that determines the output for a given layout and seed."""
+        return {
+            "name": self.name,
+            "profile": self.profile,
+            "settings": dict(sorted(self.settings.items())),
+            "models": self.model_ids(),
+        }
+
+    def resolve_device(self) -> str:
+        """The torch device to run on: the given one, else CUDA when present, else CPU."""
+        if self.device:
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def adapt(self, layout: Layout) -> tuple[Layout, list[str]]:
+        """Fit a layout to this method's capabilities; returns the layout and notes of what changed.
+
+        Raises InputError for what cannot be honoured (more entities than supported).
+        """
+        caps = self.capabilities
+        if caps.max_entities is not None and len(layout.entities) > caps.max_entities:
+            raise InputError(
+                f"{len(layout.entities)} entities, but {self.name} supports at most {caps.max_entities}",
+                where=f"layout {layout.id!r}",
+                field="entities",
+            )
+        notes: list[str] = []
+        if layout.has_masks and not caps.masks:
+            entities = tuple(replace(e, mask=None) for e in layout.entities)
+            layout = replace(layout, entities=entities)
+            notes.append("masks replaced by their bounding boxes (method takes boxes only)")
+        return layout, notes
+
+    def ensure_loaded(self) -> None:
+        if not self._loaded:
+            self.load()
+            self._loaded = True
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load or build the models (tiny random ones for the `tiny` profile)."""
+
+    @abstractmethod
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Image.Image]:
+        """One image per request, in order; same request, same image."""
+
+    def close(self) -> None:
+        """Free models and worker processes."""
+
+
+def entity_prompts(layout: Layout) -> list[str]:
+    return [e.prompt for e in layout.entities]
+
+
+def entity_boxes(layout: Layout) -> list[tuple[float, float, float, float]]:
+    return [e.bbox for e in layout.entities]
+
+
+__all__ = ["Capabilities", "Entity", "GenerationRequest", "Generator", "Layout", "PROFILES"]
