@@ -10,6 +10,7 @@ class InputError(ValueError):
     """
 
     def __init__(self, message: str, *, where: str | None = None, field: str | None = None):
+        self.message = message
         self.where = where
         self.field = field
         prefix = ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -75,14 +75,39 @@ class Mask:
         counts = data["counts"]
         if not isinstance(counts, str):
             raise InputError("counts must be a compressed RLE string", where=where, field="mask")
+        runs = _rle_runs(counts)
+        if runs is None or sum(runs) != size[0] * size[1]:
+            # pycocotools does not check: a corrupt string decodes to garbage.
+            raise InputError(f"corrupt RLE: runs do not cover the {size[0]}x{size[1]} mask", where=where, field="mask")
         mask = cls(size[0], size[1], counts)
-        try:
-            area = int(mask.to_array().sum())
-        except Exception as exc:  # pycocotools raises assorted errors on corrupt strings
-            raise InputError(f"corrupt RLE ({exc})", where=where, field="mask") from exc
-        if area == 0:
+        if sum(runs[1::2]) == 0:
             raise InputError("mask is empty (no pixel set)", where=where, field="mask")
         return mask
+
+
+def _rle_runs(counts: str) -> list[int] | None:
+    """Run lengths of a COCO compressed RLE string, or None when it is malformed."""
+    runs: list[int] = []
+    data = counts.encode("ascii", errors="replace")
+    position = 0
+    while position < len(data):
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(data) or not 48 <= data[position] < 48 + 64:
+                return None
+            chunk = data[position] - 48
+            value |= (chunk & 0x1F) << (5 * shift)
+            more = bool(chunk & 0x20)
+            position += 1
+            shift += 1
+            if not more and chunk & 0x10:
+                value |= -1 << (5 * shift)
+        if len(runs) > 2:
+            value += runs[-2]
+        if value < 0:
+            return None
+        runs.append(value)
+    return runs if runs else None
 
 
 @dataclass(frozen=True)
@@ -235,9 +260,7 @@ class Layout:
                 source=None if data.get("source") is None else str(data["source"]),
             )
         except InputError as exc:
-            if exc.where:
-                raise
-            raise InputError(str(exc), where=where) from None
+            raise InputError(exc.message, where=where, field=exc.field) from None
 
 
 def _entity_from_dict(raw: Any, *, where: str, index: int) -> Entity:
@@ -250,8 +273,11 @@ def _entity_from_dict(raw: Any, *, where: str, index: int) -> Entity:
     for key in ("prompt", "bbox"):
         if key not in raw:
             raise InputError("missing required field", where=where, field=f"{prefix}.{key}")
-    mask = None if raw.get("mask") is None else Mask.from_dict(raw["mask"], where=f"{where}, {prefix}")
+    try:
+        mask = None if raw.get("mask") is None else Mask.from_dict(raw["mask"], where=where)
+    except InputError as exc:
+        raise InputError(exc.message, where=where, field=f"{prefix}.mask") from None
     try:
         return Entity(prompt=raw["prompt"], bbox=raw["bbox"], mask=mask, category=raw.get("category"))
     except InputError as exc:
-        raise InputError(str(exc), where=where, field=prefix) from None
+        raise InputError(exc.message, where=where, field=f"{prefix}.{exc.field}") from None

@@ -154,3 +154,14 @@ def _reject_constant(name: str) -> float:
 def _name_from_path(path: Path) -> str:
     stem = "".join(c if c.isalnum() or c in "._-" else "-" for c in path.stem).strip(".-") or "suite"
     return stem
+
+
+def resolve_suite(name_or_path: str) -> Suite:
+    """A registered suite name (`eligen-bench ls`) or the path of a suite JSONL file."""
+    path = Path(name_or_path)
+    if path.suffix == ".jsonl" or path.exists():
+        return read_suite(path)
+    from eligen_bench import registry
+
+    loader = registry.get("suite", name_or_path)
+    return loader()

@@ -27,7 +27,8 @@ def _clip_vocab_and_merges() -> tuple[dict[str, int], list[str]]:
     # Same construction as CLIP's SimpleTokenizer: byte symbols, the same with </w>, the merges.
     from open_clip.tokenizer import bytes_to_unicode
 
-    lines = gzip.open(_bpe_file()).read().decode("utf-8").split("\n")
+    with gzip.open(_bpe_file()) as handle:
+        lines = handle.read().decode("utf-8").split("\n")
     merges = lines[1 : 49152 - 256 - 2 + 1]
     symbols = list(bytes_to_unicode().values())
     vocab_list = symbols + [s + "</w>" for s in symbols]

@@ -132,7 +132,8 @@ class Generator(ABC):
         """One image per request, in order; same request, same image."""
 
     def close(self) -> None:
-        """Free models and worker processes."""
+        """Free models and worker processes; the next `ensure_loaded` loads again."""
+        self._loaded = False
 
 
 def entity_prompts(layout: Layout) -> list[str]:

@@ -1,0 +1,119 @@
+"""The `eligen-bench` command: run, generate, score, report, ls, validate, suite."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from eligen_bench.errors import InputError
+from eligen_bench.registry import PluginError
+
+log = logging.getLogger("eligen_bench")
+DEFAULT_SUITE = "mini"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (InputError, PluginError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished files are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from eligen_bench import commands
+
+    parser = argparse.ArgumentParser(prog="eligen-bench", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    sub = parser.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="generate, score and report in one go")
+    _add_generation_args(run)
+    _add_metric_args(run)
+    _add_report_args(run)
+    run.set_defaults(func=commands.run)
+
+    generate = sub.add_parser("generate", help="make the images only")
+    _add_generation_args(generate)
+    generate.set_defaults(func=commands.generate)
+
+    score = sub.add_parser("score", help="score the images of a run folder")
+    score.add_argument("--out", required=True, type=Path, help="the run folder")
+    _add_metric_args(score)
+    score.add_argument("--profile", choices=("full", "tiny"), default=None,
+                       help="model profile of the metrics (default: the run's)")
+    score.add_argument("--device", default=None)
+    score.set_defaults(func=commands.score)
+
+    report = sub.add_parser("report", help="write the report of a run folder")
+    report.add_argument("--out", required=True, type=Path, help="the run folder")
+    _add_report_args(report)
+    report.set_defaults(func=commands.report)
+
+    ls = sub.add_parser("ls", help="list registered suites, generators and metrics")
+    ls.set_defaults(func=commands.ls)
+
+    validate = sub.add_parser("validate", help="check a suite file and report every problem")
+    validate.add_argument("suite_file", type=Path)
+    validate.add_argument("--generators", default=None, help="also check against these generators' limits")
+    validate.set_defaults(func=commands.validate)
+
+    suite = sub.add_parser("suite", help="build or inspect suites")
+    suite_sub = suite.add_subparsers(dest="suite_command")
+    show = suite_sub.add_parser("show", help="print a suite's header (name, version, hash, count)")
+    show.add_argument("suite")
+    show.set_defaults(func=commands.suite_show)
+    build = suite_sub.add_parser("build", help="build a suite from official annotation files")
+    from eligen_bench.suites.cli import add_build_parser
+
+    add_build_parser(build.add_subparsers(dest="source"))
+    return parser
+
+
+def _add_generation_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suite", default=DEFAULT_SUITE, help="suite name or path to a .jsonl (default: mini)")
+    parser.add_argument("--generators", default=None,
+                        help="comma list of name, name[opt=value,...] or label=name[...] (default: all registered)")
+    parser.add_argument("--seeds", type=int, default=1, help="images per layout (seed indices 0..N-1)")
+    parser.add_argument("--base-seed", type=int, default=0, help="run seed the per-image seeds derive from")
+    parser.add_argument("--out", type=Path, default=None, help="run folder (default: results/runs/<suite>-<profile>)")
+    parser.add_argument("--profile", choices=("full", "tiny"), default="full",
+                        help="'tiny' swaps every model for a tiny random one (offline, CPU, meaningless numbers)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N layouts")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--dry-run", action="store_true", help="show the plan, write nothing")
+    parser.add_argument("--allow-mixed", action="store_true",
+                        help="add to a run folder made by a different configuration")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _add_metric_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metrics", default=None,
+                        help="comma list of name or name[opt=value,...] (default: all registered)")
+    parser.add_argument("--metric-batch-size", type=int, default=8)
+    parser.add_argument("--shard-size", type=int, default=16, help="images per resumable score shard")
+
+
+def _add_report_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="published numbers to compare with (e.g. results/reference/eligen_table1.csv)")
+    parser.add_argument("--compare", type=Path, action="append", default=[],
+                        help="another run folder to compare with (regression test); repeatable")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Small model-free plugins for testing the harness itself (stages, resume, worker protocol).
+
+`BoxPainter` paints each entity's region in a colour derived from its prompt on a seeded
+noise background; `RegionFill` measures which fraction of each region has that colour. They
+are test fixtures of the harness, not benchmark methods, and are not registered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from eligen_bench.generators.base import Capabilities, Generator
+from eligen_bench.metrics.base import Metric, ScoreItem, ScoreRow, row
+from eligen_bench.requests import GenerationRequest
+
+
+def prompt_colour(prompt: str) -> np.ndarray:
+    return np.frombuffer(hashlib.sha256(prompt.encode()).digest()[:3], dtype=np.uint8).copy()
+
+
+class BoxPainter(Generator):
+    name = "box-painter"
+    capabilities = Capabilities(boxes=True, masks=True, max_entities=8, resolution=(64, 64))
+    defaults = {"width": 64, "height": 64, "delay": 0.0}
+
+    def load(self) -> None:
+        self.loads = getattr(self, "loads", 0) + 1
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Image.Image]:
+        images = []
+        for request in requests:
+            time.sleep(float(self.settings["delay"]))
+            height, width = self.settings["height"], self.settings["width"]
+            rng = np.random.default_rng(request.seed)
+            pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+            for entity in request.layout.entities:
+                pixels[entity.region(height, width)] = prompt_colour(entity.prompt)
+            images.append(Image.fromarray(pixels))
+        return images
+
+
+class RegionFill(Metric):
+    name = "region_fill"
+    level = "entity"
+    defaults = {"tolerance": 0}
+
+    def load(self) -> Any:
+        return "no model"
+
+    def score_batch(self, items: Sequence[ScoreItem]) -> list[ScoreRow]:
+        rows = []
+        for item in items:
+            pixels = np.asarray(item.load_image()).astype(int)
+            height, width = pixels.shape[:2]
+            for index, entity in enumerate(item.layout.entities):
+                region = entity.region(height, width)
+                close = np.abs(pixels[region] - prompt_colour(entity.prompt)).max(axis=1) <= self.options["tolerance"]
+                rows.append(row(self, item, float(close.mean()), entity_index=index))
+        return rows
