@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--profile", choices=("full", "tiny"), default=None,
                        help="model profile of the metrics (default: the run's)")
     score.add_argument("--device", default=None)
+    score.add_argument("--no-progress", action="store_true")
     score.set_defaults(func=commands.score)
 
     report = sub.add_parser("report", help="write the report of a run folder")

@@ -19,7 +19,7 @@ def small_suite(count: int = 4) -> Suite:
     layouts = [Layout("plain", "an empty beach at dawn", (), 64, 64)]
     for i in range(1, count):
         entities = tuple(
-            Entity(f"a thing number {j}", (0.1 * j, 0.1, 0.1 * j + 0.3, 0.6), category="cat")
+            Entity(f"a thing number {j}", (0.1 * j + 0.02, 0.1, 0.1 * j + 0.09, 0.6), category="cat")
             for j in range(i)
         )
         layouts.append(Layout(f"layout-{i}", f"a scene with {i} things", entities, 64, 64))

@@ -7,13 +7,14 @@ import math
 
 import numpy as np
 import pytest
-from fixtures import ellipse, small_suite
 
 from eligen_bench.errors import InputError
 from eligen_bench.layout import Entity, Layout, Mask, box_region
 from eligen_bench.seeds import derive_seed
 from eligen_bench.specs import parse_spec, parse_specs
 from eligen_bench.suite import read_suite, validate_suite_file
+
+from fixtures import ellipse, small_suite
 
 
 def good() -> dict:

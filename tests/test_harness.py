@@ -1,0 +1,167 @@
+"""The harness end to end with model-free plugins: stages, resume after kill -9, refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from eligen_bench.cli import main
+from eligen_bench.layout import Entity, Layout
+from eligen_bench.suite import Suite
+
+from fixtures import small_suite, write_small_suite
+
+TESTS = Path(__file__).parent
+PAINTER = "painter=harness_plugins:BoxPainter"
+FILL = "harness_plugins:RegionFill"
+
+
+def cli_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+
+
+def run_args(suite: Path, out: Path, *extra: str) -> list[str]:
+    return ["generate", "--suite", str(suite), "--generators", PAINTER, "--seeds", "2",
+            "--out", str(out), "--no-progress", *extra]
+
+
+def score_table(out: Path) -> pd.DataFrame:
+    return pd.read_parquet(out / "scores.parquet")
+
+
+def test_generate_and_score_write_the_run_folder(tmp_path) -> None:
+    suite = write_small_suite(tmp_path / "s.jsonl")
+    out = tmp_path / "run"
+    assert main(run_args(suite, out)) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["suite"]["hash"] == small_suite().hash
+    assert manifest["config"]["generators"]["painter"]["settings"]["width"] == 64
+    assert set(manifest["seeds"]) == {layout.id for layout in small_suite().layouts}
+    assert len(set(manifest["seeds"]["layout-1"])) == 2
+    assert "torch" in manifest["packages"] or "pandas" in manifest["packages"]
+    assert manifest["code_version"]
+    images = sorted(p.name for p in (out / "images" / "painter").glob("*.png"))
+    assert len(images) == 2 * len(small_suite().layouts) and "layout-2_1.png" in images
+
+
+def test_score_rows_carry_identity_and_values(tmp_path) -> None:
+    suite = write_small_suite(tmp_path / "s.jsonl")
+    out = tmp_path / "run"
+    assert main(run_args(suite, out)) == 0
+    assert main(["score", "--out", str(out), "--metrics", FILL, "--no-progress"]) == 0
+    table = score_table(out)
+    entities = sum(len(layout.entities) for layout in small_suite().layouts)
+    assert len(table) == 2 * entities
+    # The painter fills every region exactly, so a correct harness measures 1.0 everywhere.
+    assert (table["value"] == 1.0).all()
+    assert table["metric"].unique().tolist() == [FILL]
+    assert table["metric_key"].nunique() == 1 and table["image_sha256"].str.len().eq(64).all()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["metrics"][FILL]["key"] == table["metric_key"].iloc[0]
+    # A changed metric option scores into new shards; images are not touched.
+    before = {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")}
+    assert main(["score", "--out", str(out), "--metrics", f"{FILL}[tolerance=3]", "--no-progress"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*.png")} == before
+    assert score_table(out)["metric_key"].nunique() == 2
+
+
+def test_rerun_makes_nothing_and_mixing_is_refused(tmp_path, capsys) -> None:
+    suite = write_small_suite(tmp_path / "s.jsonl")
+    out = tmp_path / "run"
+    assert main(run_args(suite, out)) == 0
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    assert main(run_args(suite, out)) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == before
+    manifest = (out / "manifest.json").read_text()
+    capsys.readouterr()
+    assert main(run_args(suite, out, "--base-seed", "7")) == 2
+    assert "different configuration" in capsys.readouterr().err
+    assert (out / "manifest.json").read_text() == manifest
+    assert main(run_args(suite, out, "--base-seed", "7", "--allow-mixed")) == 0
+
+
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys) -> None:
+    suite = write_small_suite(tmp_path / "s.jsonl")
+    crowded = Suite("crowded", "1", (Layout("many", "a crowd", tuple(
+        Entity(f"person {i}", (0.05 * i, 0.1, 0.05 * i + 0.04, 0.5)) for i in range(9)), 64, 64),))
+    crowded.write(tmp_path / "crowded.jsonl")
+    cases = [
+        (run_args(suite, tmp_path / "a")[:4] + ["nope", "--out", str(tmp_path / "a")], "unknown generator 'nope'"),
+        (run_args(tmp_path / "crowded.jsonl", tmp_path / "b"), "9 entities, but box-painter supports at most 8"),
+        (run_args(tmp_path / "missing.jsonl", tmp_path / "c"), "no such suite file"),
+        (run_args(suite, tmp_path / "d", "--seeds", "0"), "--seeds"),
+        (["score", "--out", str(tmp_path / "e"), "--metrics", FILL], "no manifest.json"),
+        (run_args(suite, tmp_path / "f")[:4] + ["painter=harness_plugins:BoxPainter[colour=1]", "--out", str(tmp_path / "f")], "unknown option"),
+    ]
+    for args, expected in cases:
+        capsys.readouterr()
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1, err
+    assert not any((tmp_path / name).exists() for name in "abcdef")
+
+
+def test_dry_run_shows_plan_and_writes_nothing(tmp_path, capsys) -> None:
+    suite = write_small_suite(tmp_path / "s.jsonl")
+    assert main(run_args(suite, tmp_path / "run", "--dry-run")) == 0
+    out = capsys.readouterr().out
+    assert "generator painter: 10 images (10 to make)" in out
+    assert not (tmp_path / "run").exists()
+
+
+def test_validate_reports_every_problem(tmp_path, capsys) -> None:
+    path = tmp_path / "v.jsonl"
+    path.write_text('{"id": "x", "prompt": "p"}\n{"id": "y"}\n{"id": "z", "prompt": "p", "entities": 3}\n')
+    assert main(["validate", str(path)]) == 2
+    printed = capsys.readouterr().out
+    assert "v.jsonl:2" in printed and "v.jsonl:3" in printed and "2 problem(s)" in printed
+    good = write_small_suite(tmp_path / "good.jsonl")
+    assert main(["validate", str(good)]) == 0
+    assert small_suite().hash in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path) -> None:
+    suite = write_small_suite(tmp_path / "s.jsonl")
+    command = [sys.executable, "-m", "eligen_bench.cli", "generate", "--suite", str(suite),
+               "--generators", "painter=harness_plugins:BoxPainter[delay=0.25]", "--seeds", "2", "--no-progress"]
+    score = [sys.executable, "-m", "eligen_bench.cli", "score", "--metrics", FILL, "--no-progress",
+             "--shard-size", "3"]
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    for out in (reference,):
+        subprocess.run(command + ["--out", str(out)], check=True, env=cli_env(), cwd=tmp_path)
+        subprocess.run(score + ["--out", str(out)], check=True, env=cli_env(), cwd=tmp_path)
+
+    process = subprocess.Popen(command + ["--out", str(resumed)], env=cli_env(), cwd=tmp_path)
+    images = resumed / "images" / "painter"
+    deadline = time.time() + 60
+    while len(list(images.glob("*.png"))) < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = {p.name: p.stat().st_mtime_ns for p in images.glob("*.png")}
+    assert 3 <= len(finished) < 10, finished
+
+    subprocess.run(command + ["--out", str(resumed)], check=True, env=cli_env(), cwd=tmp_path)
+    after = {p.name: p.stat().st_mtime_ns for p in images.glob("*.png")}
+    assert all(after[name] == mtime for name, mtime in finished.items()), "a finished image was regenerated"
+    assert len(after) == 10 and not list(resumed.rglob("*.tmp"))
+
+    # Kill the scoring mid-way too, then finish it.
+    process = subprocess.Popen(score + ["--out", str(resumed)], env=cli_env(), cwd=tmp_path)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    subprocess.run(score + ["--out", str(resumed)], check=True, env=cli_env(), cwd=tmp_path)
+
+    pd.testing.assert_frame_equal(score_table(reference), score_table(resumed))
+    for name in after:
+        assert (reference / "images" / "painter" / name).read_bytes() == (images / name).read_bytes()
