@@ -1,0 +1,177 @@
+"""MIG-Bench (COCO-MIG): 800 multi-instance prompts with coloured COCO objects and their boxes.
+
+Read from the two published files of the MIGC repository: `mig_bench.txt` (one prompt a line,
+"a photo of a <colour> <object> and a ...") and `mig_bench_anno.yaml` (prompt -> phrase -> list
+of normalised xyxy boxes, plus `coco_id`). Although MIG-Bench layouts were sampled from COCO
+2014 val, the published `coco_id` is not a COCO image id: it equals the prompt's line index
+(0-799), so the layout's source is recorded as `mig-bench:<coco_id>`, not as a COCO image. The
+files are not shipped (their licence is non-commercial research only): `download_mig_bench`
+fetches them from the official repository at a pinned commit and checks their sha256.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from eligen_bench.errors import InputError
+from eligen_bench.layout import Entity, Layout
+from eligen_bench.suite import Suite
+from eligen_bench.suites.coco import COCO_THING_CLASSES
+
+MIGC_REPO = "limuloo/MIGC"
+MIGC_COMMIT = "effd6cc"
+PROMPTS_FILE = "mig_bench.txt"
+ANNOTATIONS_FILE = "mig_bench_anno.yaml"
+FILE_SHA256 = {
+    PROMPTS_FILE: "868788f754abb94bc5a403ef7cbdcffb7f2b0c3bfc7a6120760669c62ac751ed",
+    ANNOTATIONS_FILE: "25165519b657f7d0a8dedea5b05b6aaf8afdb043d9e9b30e3d4f57c60b467b76",
+}
+COLOURS = ("red", "green", "blue", "yellow", "black", "white", "brown")
+"""The seven colours MIG-Bench assigns to instances."""
+PREFIX = "a photo of "
+DIR_ENV = "ELIGEN_BENCH_MIG_BENCH_DIR"
+BOX_TOLERANCE = 1e-3
+"""Coordinates this far outside [0, 1] are rounding and get clamped; further out is an error."""
+
+
+def file_url(name: str, commit: str = MIGC_COMMIT) -> str:
+    return f"https://raw.githubusercontent.com/{MIGC_REPO}/{commit}/bench_file/{name}"
+
+
+def download_mig_bench(dest: Path | None = None) -> Path:
+    """Fetch both files into `dest` (default: the cache) unless good copies are there."""
+    from eligen_bench.suites.fetch import default_cache_dir, fetch
+
+    dest = Path(dest) if dest is not None else default_cache_dir("mig_bench", MIGC_COMMIT)
+    for name, digest in FILE_SHA256.items():
+        fetch(file_url(name), dest / name, sha256=digest)
+    return dest
+
+
+def load_default() -> Suite:
+    """Entry point `mig-bench`: the folder in $ELIGEN_BENCH_MIG_BENCH_DIR, else the cache
+    (downloading the files there on first use)."""
+    directory = os.environ.get(DIR_ENV)
+    return load_mig_bench(Path(directory) if directory else download_mig_bench())
+
+
+def load_mig_bench(directory: Path, *, width: int = 512, height: int = 512) -> Suite:
+    """One layout per line of `mig_bench.txt`, in file order; id `mig-<line index>`.
+
+    Layouts are 512x512 by default, the resolution MIG-Bench is evaluated at (boxes are
+    normalised, so any size works).
+    """
+    directory = Path(directory)
+    prompts = _read_prompts(directory / PROMPTS_FILE)
+    annotations = _read_annotations(directory / ANNOTATIONS_FILE)
+    layouts = []
+    for index, prompt in enumerate(prompts):
+        where = f"{PROMPTS_FILE}:{index + 1} ({prompt!r})"
+        if prompt not in annotations:
+            raise InputError(f"prompt has no entry in {ANNOTATIONS_FILE}", where=where)
+        layouts.append(_layout(index, prompt, annotations[prompt], width, height, where))
+    return Suite(
+        name="mig-bench",
+        version="1",
+        layouts=tuple(layouts),
+        description=f"MIG-Bench (COCO-MIG) from {MIGC_REPO}@{MIGC_COMMIT}: 800 prompts, 2-6 coloured instances",
+        notes=(
+            "licence of the source files: non-commercial research use only",
+            "entity prompt = the coloured phrase ('a red carrot'); category = the COCO class",
+            "source mig-bench:<coco_id>: the published coco_id is the prompt index, not a COCO image id",
+        ),
+    )
+
+
+def _read_prompts(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("MIG-Bench prompt file not found", where=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read ({exc})", where=str(path)) from None
+    # The published file has no final newline; blank lines carry nothing.
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise InputError("no prompts", where=str(path))
+    return prompts
+
+
+def _read_annotations(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except FileNotFoundError:
+        raise InputError("MIG-Bench annotation file not found", where=str(path)) from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"cannot read ({exc})", where=str(path)) from None
+    if not isinstance(data, dict):
+        raise InputError("expected a mapping from prompt to phrases", where=str(path))
+    return {str(k).strip(): v for k, v in data.items()}
+
+
+def phrase_category(phrase: str, *, where: str) -> str:
+    """'a black cell phone' -> 'cell phone': drop the article and the colour; must be a COCO class."""
+    words = phrase.split()
+    if words and words[0] in ("a", "an"):
+        words = words[1:]
+    if len(words) < 2 or words[0] not in COLOURS:
+        raise InputError(f"phrase {phrase!r} is not '<a|an> <colour> <object>'", where=where)
+    noun = " ".join(words[1:])
+    if noun not in COCO_THING_CLASSES:
+        raise InputError(f"object {noun!r} of phrase {phrase!r} is not a COCO class name", where=where)
+    return noun
+
+
+def _layout(index: int, prompt: str, entry: Any, width: int, height: int, where: str) -> Layout:
+    if not isinstance(entry, dict) or "coco_id" not in entry:
+        raise InputError("annotation entry must map phrases to boxes and hold coco_id", where=where)
+    phrases = _phrases(prompt, where)
+    boxes = {str(k): v for k, v in entry.items() if k != "coco_id"}
+    expected = {p: phrases.count(p) for p in phrases}
+    got = {p: len(v) if isinstance(v, list) else -1 for p, v in boxes.items()}
+    if expected != got:
+        raise InputError(f"phrase counts in the prompt {expected} differ from the boxes {got}", where=where)
+    # Entities in prompt order; the k-th mention of a phrase takes its k-th box.
+    taken = dict.fromkeys(boxes, 0)
+    entities = []
+    for phrase in phrases:
+        box = _box(boxes[phrase][taken[phrase]], where=f"{where}, phrase {phrase!r}")
+        taken[phrase] += 1
+        entities.append(Entity(prompt=phrase, bbox=box, category=phrase_category(phrase, where=where)))
+    return Layout(
+        id=f"mig-{index}",
+        prompt=prompt,
+        entities=tuple(entities),
+        width=width,
+        height=height,
+        source=f"mig-bench:{str(entry['coco_id']).strip()}",
+    )
+
+
+def _phrases(prompt: str, where: str) -> list[str]:
+    if not prompt.startswith(PREFIX):
+        raise InputError(f"prompt does not start with {PREFIX!r}", where=where)
+    return [p.strip() for p in prompt[len(PREFIX):].split(" and ")]
+
+
+def _box(raw: Any, *, where: str) -> tuple[float, float, float, float]:
+    """Validate a normalised xyxy box; clamp rounding noise, reject anything else."""
+    if not isinstance(raw, list) or len(raw) != 4:
+        raise InputError(f"box must be 4 numbers, got {raw!r}", where=where)
+    values = []
+    for v in raw:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise InputError(f"box must be finite numbers, got {raw!r}", where=where)
+        if not -BOX_TOLERANCE <= v <= 1 + BOX_TOLERANCE:
+            raise InputError(f"box {raw!r} is outside [0, 1]", where=where)
+        values.append(min(max(float(v), 0.0), 1.0))
+    x1, y1, x2, y2 = values
+    if not (x1 < x2 and y1 < y2):
+        raise InputError(f"box {raw!r} is empty or not xyxy", where=where)
+    return (x1, y1, x2, y2)
