@@ -1,0 +1,85 @@
+"""Comparing a run with other runs (regression testing: a new checkpoint against the last run).
+
+Two runs' numbers are comparable only when they scored the same suite, with the same seeds and
+the same metric identities. Every difference becomes a warning in the report; the delta table
+is still written, so a reader sees both the numbers and why they may not be comparable.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from eligen_bench.report.data import Run
+
+
+def comparability_warnings(run: Run, other: Run) -> list[str]:
+    """What makes `other`'s numbers not directly comparable with `run`'s."""
+    name = other.name if other.name != run.name else str(other.path)
+    found: list[str] = []
+    if run.suite_hash != other.suite_hash:
+        found.append(f"run {name}: suite hash {other.suite_hash} differs from this run's {run.suite_hash}")
+    if (run.seeds, run.base_seed) != (other.seeds, other.base_seed):
+        found.append(f"run {name}: seeds differ ({other.seeds} seeds from base {other.base_seed} vs "
+                     f"{run.seeds} from base {run.base_seed})")
+    if run.profile != other.profile:
+        found.append(f"run {name}: profile {other.profile!r} differs from this run's {run.profile!r}")
+    for label, info in run.metrics.items():
+        theirs = other.metrics.get(label)
+        if theirs is None:
+            continue
+        if info.key != theirs.key:
+            found.append(f"run {name}: metric {label!r} has key {theirs.key} there and {info.key} here; "
+                         "its values are not comparable")
+        elif info.identity != theirs.identity:
+            found.append(f"run {name}: metric {label!r} has the same key but a different identity")
+        ours_keys, their_keys = _keys(run, label), _keys(other, label)
+        if ours_keys and their_keys and ours_keys != their_keys and info.key == theirs.key:
+            found.append(f"run {name}: metric {label!r} rows carry keys {sorted(their_keys)} there and "
+                         f"{sorted(ours_keys)} here")
+    only_here = sorted(set(run.metrics) - set(other.metrics))
+    if only_here:
+        found.append(f"run {name}: has no metric(s) {only_here}")
+    return found
+
+
+def _keys(run: Run, label: str) -> set[str]:
+    return set(run.scores.loc[run.scores["metric"] == label, "metric_key"]) - {""}
+
+
+def comparable_metrics(run: Run, other: Run) -> set[str]:
+    """Labels whose numbers can be compared: same suite, seeds, profile and metric key."""
+    if (run.suite_hash, run.seeds, run.base_seed, run.profile) != (
+            other.suite_hash, other.seeds, other.base_seed, other.profile):
+        return set()
+    return {label for label, info in run.metrics.items()
+            if label in other.metrics and other.metrics[label].key == info.key}
+
+
+def delta_table(summary: pd.DataFrame, other_summary: pd.DataFrame, other_name: str,
+                comparable: set[str] | None = None) -> pd.DataFrame:
+    """This run minus the other run per (generator, metric) both have.
+
+    `exceeds_ci` is True when the other run's mean lies outside this run's 95% interval,
+    i.e. the difference is larger than this run's own sampling uncertainty. `comparable` is
+    False for labels outside `comparable` (all labels count as comparable when it is None).
+    """
+    import pandas as pd
+
+    theirs = {(r.generator, r.metric): r for r in other_summary.itertuples(index=False)}
+    records = []
+    for row in summary.itertuples(index=False):
+        other = theirs.get((row.generator, row.metric))
+        if other is None or not math.isfinite(row.mean) or not math.isfinite(other.mean):
+            continue
+        exceeds = bool(math.isfinite(row.ci_low) and not row.ci_low <= other.mean <= row.ci_high)
+        records.append({"other": other_name, "generator": row.generator, "metric": row.metric,
+                        "this": row.mean, "other_mean": other.mean, "delta": row.mean - other.mean,
+                        "ci_low": row.ci_low, "ci_high": row.ci_high, "exceeds_ci": exceeds,
+                        "comparable": comparable is None or row.metric in comparable})
+    return pd.DataFrame.from_records(records, columns=[
+        "other", "generator", "metric", "this", "other_mean", "delta", "ci_low", "ci_high", "exceeds_ci",
+        "comparable"])

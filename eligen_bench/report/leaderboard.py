@@ -1,0 +1,115 @@
+"""`index.html`: a static leaderboard page (no scripts) next to the other report files.
+
+The page lives in `<run>/report/`, so images are linked as `../images/<generator>/<file>`;
+entity boxes are inline SVG rectangles in normalised coordinates laid over each image.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from eligen_bench.layout import Layout
+from eligen_bench.report.data import Run
+
+PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
+           "#fabed4", "#469990", "#dcbeff", "#9a6324")
+
+STYLE = """
+body{font-family:sans-serif;margin:1.5em;max-width:1400px}
+.warn{background:#fde2e1;border:2px solid #c0392b;color:#7b241c;padding:.6em 1em;margin-bottom:1em;font-weight:bold}
+table{border-collapse:collapse;margin:.5em 0}
+td,th{border:1px solid #ccc;padding:.25em .5em;text-align:center;font-size:.9em}
+.ci{color:#777;font-size:.8em}
+.note{color:#555;font-size:.85em}
+.grid td{vertical-align:top}
+.frame{position:relative;display:inline-block;width:200px;line-height:0}
+.frame img{width:200px;height:auto;display:block}
+.frame svg{position:absolute;left:0;top:0;width:100%;height:100%}
+.missing{width:200px;height:200px;background:#eee;color:#999;line-height:200px}
+.prompts{text-align:left;max-width:320px;font-size:.8em}
+.swatch{display:inline-block;width:.8em;height:.8em;margin-right:.3em}
+"""
+
+
+@dataclass
+class Section:
+    """A titled piece of HTML (already escaped/rendered)."""
+
+    title: str
+    body: str
+
+
+@dataclass
+class Page:
+    """Everything index.html shows, in order."""
+
+    title: str
+    warnings: list[str]
+    facts: list[tuple[str, str]]
+    sections: list[Section] = field(default_factory=list)
+
+
+def render(page: Page) -> str:
+    banner = "".join(f'<div class="warn">WARNING: {html.escape(w)}</div>' for w in page.warnings)
+    facts = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in page.facts)
+    sections = "".join(f"<h2>{html.escape(s.title)}</h2>\n{s.body}\n" for s in page.sections)
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(page.title)}</title>"
+            f"<style>{STYLE}</style></head><body>\n{banner}\n<h1>{html.escape(page.title)}</h1>\n"
+            f"<table>{facts}</table>\n{sections}</body></html>\n")
+
+
+def box_overlay(layout: Layout) -> str:
+    """An SVG laid over an image: one outlined rectangle per entity, in the layout's palette."""
+    rects = []
+    for i, entity in enumerate(layout.entities):
+        x1, y1, x2, y2 = entity.bbox
+        colour = PALETTE[i % len(PALETTE)]
+        rects.append(f'<rect x="{x1:.4f}" y="{y1:.4f}" width="{x2 - x1:.4f}" height="{y2 - y1:.4f}" '
+                     f'fill="none" stroke="{colour}" stroke-width="2" vector-effect="non-scaling-stroke">'
+                     f"<title>{html.escape(entity.prompt)}</title></rect>")
+    return f'<svg viewBox="0 0 1 1" preserveAspectRatio="none">{"".join(rects)}</svg>'
+
+
+def prompts_cell(layout: Layout) -> str:
+    items = "".join(
+        f'<li><span class="swatch" style="background:{PALETTE[i % len(PALETTE)]}"></span>'
+        f"{html.escape(e.prompt)}{f' <i>({html.escape(e.category)})</i>' if e.category else ''}</li>"
+        for i, e in enumerate(layout.entities))
+    return (f'<td class="prompts"><b>{html.escape(layout.id)}</b><br>{html.escape(layout.prompt)}'
+            f"<ul>{items}</ul></td>")
+
+
+def image_grid(run: Run, *, layouts: int = 12, seed_index: int = 0) -> str:
+    """The first `layouts` layouts, one row each, one column per generator, boxes overlaid."""
+    head = "<th>layout</th>" + "".join(f"<th>{html.escape(g)}</th>" for g in run.generators)
+    rows = []
+    for layout in run.suite.layouts[:layouts]:
+        cells = [prompts_cell(layout)]
+        overlay = box_overlay(layout)
+        for generator in run.generators:
+            path = run.image_path(generator, layout.id, seed_index)
+            if path.exists():
+                link = html.escape(f"../images/{generator}/{path.name}", quote=True)
+                cells.append(f'<td><a href="{link}"><div class="frame"><img src="{link}" '
+                             f'alt="{html.escape(generator)} {html.escape(layout.id)}" loading="lazy">'
+                             f"{overlay}</div></a></td>")
+            else:
+                cells.append('<td><div class="missing">missing</div></td>')
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return f'<table class="grid"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def links(names: Sequence[str]) -> str:
+    return "<ul>" + "".join(f'<li><a href="{html.escape(n, quote=True)}">{html.escape(n)}</a></li>'
+                            for n in names) + "</ul>"
+
+
+def images(names: Sequence[str]) -> str:
+    return "".join(f'<img src="{html.escape(n, quote=True)}" alt="{html.escape(n)}" style="max-width:45%">'
+                   for n in names)
+
+
+def bullet_list(lines: Sequence[str]) -> str:
+    return "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"

@@ -1,0 +1,234 @@
+"""The numbers of a report: means with bootstrap intervals, breakdowns and win rates.
+
+Entity-level metrics are averaged over every scored entity of the suite (the EliGen paper's
+success rate "aggregated across all entities"), image-level metrics over every image. Rows
+whose status is not 'ok' (excluded, unparsed, ...) or whose value is not finite never enter a
+mean; they are counted instead. All reported values are multiplied by the metric's scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from eligen_bench.report.data import MetricInfo, Run
+
+PREFERENCE_METRICS = ("pickscore", "mps")
+"""Registered metric names whose pairwise win rates are reported (the paper's Table 2)."""
+
+
+@dataclass(frozen=True)
+class BootstrapOptions:
+    """Percentile bootstrap over layouts."""
+
+    resamples: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+
+
+def valid_mask(scores: pd.DataFrame) -> pd.Series:
+    """Rows that count: status 'ok' and a finite value."""
+    return (scores["status"] == "ok") & np.isfinite(scores["value"].to_numpy(dtype=float))
+
+
+def layout_weights(n_layouts: int, options: BootstrapOptions) -> np.ndarray:
+    """How often each layout appears in each resample, shape (resamples, n_layouts).
+
+    Drawn once per report from a fixed seed and shared by every generator and metric, so the
+    intervals are reproducible and all cells see the same resampled suites.
+    """
+    if n_layouts == 0:
+        return np.zeros((options.resamples, 0))
+    rng = np.random.default_rng(options.seed)
+    return rng.multinomial(n_layouts, np.full(n_layouts, 1.0 / n_layouts), size=options.resamples).astype(float)
+
+
+def bootstrap_mean(sums: np.ndarray, counts: np.ndarray, weights: np.ndarray,
+                   confidence: float) -> tuple[float, float, float]:
+    """Pooled mean sum(sums)/sum(counts) and its percentile interval under layout resampling.
+
+    `sums` and `counts` hold, per layout, the sum and number of valid values, so a layout with
+    many entities weighs as much as its entities do, as in the pooled mean itself.
+    """
+    total = counts.sum()
+    if total == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(sums.sum() / total)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = (weights @ sums) / (weights @ counts)
+    means = means[np.isfinite(means)]
+    if means.size == 0:
+        return mean, float("nan"), float("nan")
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(means, [tail, 100.0 - tail])
+    return mean, float(low), float(high)
+
+
+def summarize(run: Run, options: BootstrapOptions | None = None) -> pd.DataFrame:
+    """One row per (generator, metric label): mean, CI, n and counts of invalid rows.
+
+    Columns: generator, metric, mean, ci_low, ci_high (scaled), n (valid values), n_layouts
+    (layouts with a valid value), n_rows, n_expected, n_excluded, n_unparsed, n_other_invalid.
+    """
+    import pandas as pd
+
+    options = options or BootstrapOptions()
+    layout_ids = [layout.id for layout in run.suite.layouts]
+    weights = layout_weights(len(layout_ids), options)
+    scores = run.scores.assign(_valid=valid_mask(run.scores))
+    cells = dict(tuple(scores.groupby(["metric", "generator"], sort=False)))
+    empty = scores.iloc[0:0]
+    records = []
+    for label, info in run.metrics.items():
+        for generator in run.generators:
+            rows = cells.get((label, generator), empty)
+            good = rows[rows["_valid"]]
+            sums = good.groupby("layout_id")["value"].sum().reindex(layout_ids, fill_value=0.0)
+            counts = good.groupby("layout_id")["value"].count().reindex(layout_ids, fill_value=0)
+            mean, low, high = bootstrap_mean(sums.to_numpy(float), counts.to_numpy(float), weights,
+                                             options.confidence)
+            status = rows["status"].value_counts()
+            n_invalid = len(rows) - len(good)
+            excluded, unparsed = int(status.get("excluded", 0)), int(status.get("unparsed", 0))
+            records.append({
+                "generator": generator, "metric": label,
+                "mean": mean * info.scale, "ci_low": low * info.scale, "ci_high": high * info.scale,
+                "n": len(good), "n_layouts": int((counts > 0).sum()), "n_rows": len(rows),
+                "n_expected": expected_rows(run, info),
+                "n_excluded": excluded, "n_unparsed": unparsed,
+                "n_other_invalid": n_invalid - excluded - unparsed,
+            })
+    return pd.DataFrame.from_records(records, columns=[
+        "generator", "metric", "mean", "ci_low", "ci_high", "n", "n_layouts", "n_rows",
+        "n_expected", "n_excluded", "n_unparsed", "n_other_invalid"])
+
+
+def expected_rows(run: Run, info: MetricInfo) -> int:
+    """Rows one generator should have for a metric once the run is complete."""
+    per_seed = sum(len(layout.entities) for layout in run.suite.layouts) if info.level == "entity" \
+        else len(run.suite.layouts)
+    return per_seed * run.seeds
+
+
+def entity_table(run: Run) -> pd.DataFrame:
+    """Every entity of the suite: layout_id, entity_index, category, n_entities."""
+    import pandas as pd
+
+    records = [
+        {"layout_id": layout.id, "entity_index": i, "category": entity.category or "(none)",
+         "n_entities": len(layout.entities)}
+        for layout in run.suite.layouts for i, entity in enumerate(layout.entities)
+    ]
+    return pd.DataFrame.from_records(records, columns=["layout_id", "entity_index", "category", "n_entities"])
+
+
+def breakdown_by_entities(run: Run) -> pd.DataFrame:
+    """Mean (scaled) and n per metric, generator and number of entities in the layout."""
+    import pandas as pd
+
+    scores = run.scores[valid_mask(run.scores)].copy()
+    scores["n_entities"] = scores["layout_id"].map(run.entity_counts())
+    parts = []
+    for label, info in run.metrics.items():
+        rows = scores[scores["metric"] == label]
+        grouped = rows.groupby(["generator", "n_entities"])["value"].agg(["mean", "count"]).reset_index()
+        grouped["mean"] *= info.scale
+        grouped.insert(0, "metric", label)
+        parts.append(grouped.rename(columns={"count": "n"}))
+    columns = ["metric", "generator", "n_entities", "mean", "n"]
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    return _order(pd.concat(parts, ignore_index=True)[columns], run, ["n_entities"])
+
+
+def breakdown_by_category(run: Run) -> pd.DataFrame:
+    """Mean (scaled) and n per entity-level metric, generator and entity category."""
+    import pandas as pd
+
+    scores = run.scores[valid_mask(run.scores) & (run.scores["entity_index"] >= 0)]
+    scores = scores.merge(entity_table(run), on=["layout_id", "entity_index"], how="inner")
+    parts = []
+    for label, info in run.metrics.items():
+        if info.level != "entity":
+            continue
+        rows = scores[scores["metric"] == label]
+        grouped = rows.groupby(["generator", "category"])["value"].agg(["mean", "count"]).reset_index()
+        grouped["mean"] *= info.scale
+        grouped.insert(0, "metric", label)
+        parts.append(grouped.rename(columns={"count": "n"}))
+    columns = ["metric", "generator", "category", "mean", "n"]
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    return _order(pd.concat(parts, ignore_index=True)[columns], run, ["category"])
+
+
+def _order(table: pd.DataFrame, run: Run, last: list[str]) -> pd.DataFrame:
+    """Sort rows by the manifest's metric and generator order, then by `last`."""
+    metric_rank = {label: i for i, label in enumerate(run.metrics)}
+    generator_rank = {name: i for i, name in enumerate(run.generators)}
+    table = table.assign(_m=table["metric"].map(metric_rank), _g=table["generator"].map(generator_rank))
+    return table.sort_values(["_m", "_g", *last]).drop(columns=["_m", "_g"]).reset_index(drop=True)
+
+
+def win_rates(scores: pd.DataFrame, metric: str, *, higher_is_better: bool = True,
+              generators: Sequence[str] | None = None) -> pd.DataFrame:
+    """Pairwise win rates of image-level scores on the same (layout, seed).
+
+    A generator wins a pair when its value is strictly better; a tie counts half a win (the
+    paper's Table 2). Only images that both generators have a valid value for are compared.
+    Returns one row per ordered pair: generator, opponent, wins, ties, losses, n, win_rate
+    (0..1, NaN when n is 0).
+    """
+    import pandas as pd
+
+    rows = scores[(scores["metric"] == metric) & (scores["entity_index"] < 0) & valid_mask(scores)]
+    table = rows.pivot_table(index=["layout_id", "seed_index"], columns="generator", values="value",
+                             aggfunc="mean")
+    names = list(generators) if generators is not None else list(table.columns)
+    records = []
+    for generator in names:
+        for opponent in names:
+            if opponent == generator:
+                continue
+            if generator in table.columns and opponent in table.columns:
+                both = table[[generator, opponent]].dropna()
+                diff = (both[generator] - both[opponent]).to_numpy()
+            else:
+                diff = np.zeros(0)
+            if not higher_is_better:
+                diff = -diff
+            wins, ties = int((diff > 0).sum()), int((diff == 0).sum())
+            n = int(diff.size)
+            records.append({"generator": generator, "opponent": opponent, "wins": wins, "ties": ties,
+                            "losses": n - wins - ties, "n": n,
+                            "win_rate": (wins + 0.5 * ties) / n if n else float("nan")})
+    return pd.DataFrame.from_records(records, columns=["generator", "opponent", "wins", "ties", "losses",
+                                                       "n", "win_rate"])
+
+
+def win_rate_metrics(run: Run, *, all_image_metrics: bool = False) -> list[str]:
+    """Labels that get a win-rate table: preference metrics, or every image-level metric."""
+    return [label for label, info in run.metrics.items()
+            if info.level == "image" and (all_image_metrics or info.name in PREFERENCE_METRICS)]
+
+
+def all_win_rates(run: Run, labels: Sequence[str]) -> pd.DataFrame:
+    """Win rates of every label in `labels`, stacked, with a 'metric' column first."""
+    import pandas as pd
+
+    parts = []
+    for label in labels:
+        table = win_rates(run.scores, label, higher_is_better=run.metrics[label].higher_is_better,
+                          generators=run.generators)
+        table.insert(0, "metric", label)
+        parts.append(table)
+    if not parts:
+        return pd.DataFrame(columns=["metric", "generator", "opponent", "wins", "ties", "losses", "n",
+                                     "win_rate"])
+    return pd.concat(parts, ignore_index=True)

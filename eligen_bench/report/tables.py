@@ -1,0 +1,171 @@
+"""Tables in the layout of the EliGen paper's Table 1, rendered as Markdown, LaTeX and HTML.
+
+One cell model (`Cell`: text, optional interval, best/second mark) feeds all three renderers,
+so the three files always agree on which value is bold and which underlined.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from eligen_bench.report.data import MetricInfo
+
+BEST, SECOND = "best", "second"
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table cell: the value text, an optional interval text, and its rank mark."""
+
+    text: str
+    extra: str = ""
+    mark: str | None = None
+
+
+@dataclass
+class Table:
+    """Header, a row label column and cells; `notes` go below the table."""
+
+    corner: str
+    headers: list[str]
+    rows: list[tuple[str, list[Cell]]]
+    notes: list[str] = field(default_factory=list)
+
+
+def fmt(value: float, decimals: int) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.{decimals}f}"
+
+
+def rank_marks(values: Sequence[float], *, higher_is_better: bool, decimals: int) -> list[str | None]:
+    """Best and second best per column, compared at the shown precision (equal shown, equal mark)."""
+    shown = [round(v, decimals) if v is not None and math.isfinite(v) else None for v in values]
+    distinct = sorted({v for v in shown if v is not None}, reverse=higher_is_better)
+    marks: dict[float, str] = {}
+    if distinct:
+        marks[distinct[0]] = BEST
+    if len(distinct) > 1:
+        marks[distinct[1]] = SECOND
+    return [marks.get(v) if v is not None else None for v in shown]
+
+
+def header_text(info: MetricInfo) -> str:
+    unit = " (%)" if info.scale == 100 else ""
+    return f"{info.label}{unit} {info.arrow}"
+
+
+def main_table(summary: pd.DataFrame, metrics: dict[str, MetricInfo], generators: Sequence[str], *,
+               decimals: int = 2, show_ci: bool = True) -> Table:
+    """Generators x metric labels: mean, [CI], best bold and second underlined per column."""
+    by_key = {(r.generator, r.metric): r for r in summary.itertuples(index=False)}
+    columns: list[list[Cell]] = []
+    for label, info in metrics.items():
+        values = [by_key[(g, label)].mean if (g, label) in by_key else math.nan for g in generators]
+        marks = rank_marks(values, higher_is_better=info.higher_is_better, decimals=decimals)
+        cells = []
+        for generator, value, mark in zip(generators, values, marks, strict=True):
+            extra = ""
+            row = by_key.get((generator, label))
+            if show_ci and row is not None and math.isfinite(row.ci_low):
+                extra = f"[{fmt(row.ci_low, decimals)}, {fmt(row.ci_high, decimals)}]"
+            cells.append(Cell(fmt(value, decimals), extra, mark))
+        columns.append(cells)
+    rows = [(g, [column[i] for column in columns]) for i, g in enumerate(generators)]
+    return Table("Model", [header_text(info) for info in metrics.values()], rows)
+
+
+def counts_table(summary: pd.DataFrame, metrics: dict[str, MetricInfo], generators: Sequence[str]) -> Table:
+    """Per generator and metric: valid values n, and rows excluded / unparsed / otherwise invalid."""
+    by_key = {(r.generator, r.metric): r for r in summary.itertuples(index=False)}
+    rows = []
+    for generator in generators:
+        cells = []
+        for label in metrics:
+            row = by_key.get((generator, label))
+            if row is None:
+                cells.append(Cell("–"))
+                continue
+            text = f"{row.n} / {row.n_excluded} / {row.n_unparsed}"
+            if row.n_other_invalid:
+                text += f" (+{row.n_other_invalid} other)"
+            if row.n_rows < row.n_expected:
+                text += f" ({row.n_rows} of {row.n_expected} rows)"
+            cells.append(Cell(text))
+        rows.append((generator, cells))
+    return Table("Model", list(metrics), rows,
+                 notes=["Cells: valid values n / excluded / unparsed. Excluded and unparsed rows are "
+                        "not averaged."])
+
+
+def frame_table(frame: pd.DataFrame, *, decimals: int = 2) -> Table:
+    """Any data frame as a plain table (first column as row labels), floats rounded."""
+    def text(value: object) -> str:
+        if isinstance(value, float):
+            return fmt(value, decimals)
+        return "" if value is None else str(value)
+
+    columns = [str(c) for c in frame.columns]
+    rows = [(text(values[0]), [Cell(text(v)) for v in values[1:]])
+            for values in frame.itertuples(index=False, name=None)]
+    return Table(columns[0] if columns else "", columns[1:], rows)
+
+
+def to_markdown(table: Table) -> str:
+    def cell(c: Cell) -> str:
+        text = {BEST: f"**{c.text}**", SECOND: f"<u>{c.text}</u>"}.get(c.mark or "", c.text)
+        text = f"{text} {c.extra}" if c.extra else text
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(h.replace("|", "\\|") for h in [table.corner, *table.headers]) + " |",
+             "|" + "|".join(["---"] + [":---:"] * len(table.headers)) + "|"]
+    lines += ["| " + " | ".join([name.replace("|", "\\|"), *(cell(c) for c in cells)]) + " |"
+              for name, cells in table.rows]
+    if table.notes:
+        lines += ["", *table.notes]
+    return "\n".join(lines) + "\n"
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text).replace("↑", r"$\uparrow$").replace(
+        "↓", r"$\downarrow$")
+
+
+def to_latex(table: Table, *, caption: str = "", label: str = "tab:eligen-bench",
+             comments: Sequence[str] = ()) -> str:
+    """A booktabs table; `comments` become % lines at the top (the warnings)."""
+    def cell(c: Cell) -> str:
+        text = {BEST: rf"\textbf{{{c.text}}}", SECOND: rf"\underline{{{c.text}}}"}.get(c.mark or "", c.text)
+        return rf"{text}\,{{\scriptsize {c.extra}}}" if c.extra else text
+
+    lines = [f"% {latex_escape(line)}" for line in comments]
+    lines += [r"% requires \usepackage{booktabs}", r"\begin{table}[t]", r"\centering",
+              r"\begin{tabular}{l" + "c" * len(table.headers) + "}", r"\toprule",
+              " & ".join(latex_escape(h) for h in [table.corner, *table.headers]) + r" \\", r"\midrule"]
+    lines += [" & ".join([latex_escape(name), *(cell(c) for c in cells)]) + r" \\" for name, cells in table.rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        lines.append(rf"\caption{{{latex_escape(caption)}}}")
+    lines += [rf"\label{{{label}}}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_html(table: Table) -> str:
+    def cell(c: Cell) -> str:
+        text = html.escape(c.text)
+        text = {BEST: f"<b>{text}</b>", SECOND: f"<u>{text}</u>"}.get(c.mark or "", text)
+        extra = f' <span class="ci">{html.escape(c.extra)}</span>' if c.extra else ""
+        return f"<td>{text}{extra}</td>"
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in [table.corner, *table.headers])
+    body = "".join(f"<tr><th>{html.escape(name)}</th>{''.join(cell(c) for c in cells)}</tr>"
+                   for name, cells in table.rows)
+    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in table.notes)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}"
