@@ -54,13 +54,19 @@ def _prepare_generation(args: argparse.Namespace) -> tuple[list[GenerationPlan],
     if args.seeds < 1:
         raise InputError(f"must be at least 1, got {args.seeds}", field="--seeds")
     suite = resolve_suite(args.suite).subset(args.limit)
-    specs = parse_specs(args.generators or ",".join(registry.entries("generator")), kind="generator")
+    specs = parse_specs(args.generators or _defaults("generator"), kind="generator")
     if not specs:
         raise InputError("no generator given or registered", field="--generators")
     generators = {s.label: make_generator(s, profile=args.profile, device=args.device) for s in specs}
     plans = plan_generation(suite, generators, args.seeds, args.base_seed)
     out = args.out or Path("results") / "runs" / f"{suite.name}-{args.profile}"
     return plans, suite, RunDir(out)
+
+
+def _defaults(kind: str) -> str:
+    """Every registered plugin that takes part in a default run (a broken one is reported)."""
+    return ",".join(name for name, entry in registry.entries(kind).items()
+                    if getattr(entry.load(), "in_default_run", True))
 
 
 def _generation_config(args: argparse.Namespace, suite: Suite, plans: list[GenerationPlan]) -> dict[str, Any]:
@@ -101,7 +107,7 @@ def score(args: argparse.Namespace) -> int:
 
 
 def _make_metrics(text: str | None, *, profile: str, device: str | None, batch_size: int) -> dict[str, Metric]:
-    specs = parse_specs(text or ",".join(registry.entries("metric")), kind="metric")
+    specs = parse_specs(text or _defaults("metric"), kind="metric")
     cache = ModelCache()  # one per run: metrics on the same backbone share it
     return {s.label: make_metric(s, profile=profile, device=device, cache=cache, batch_size=batch_size)
             for s in specs}

@@ -59,6 +59,8 @@ class Generator(ABC):
     capabilities: ClassVar[Capabilities]
     defaults: ClassVar[Mapping[str, Any]] = {}
     description: ClassVar[str] = ""
+    in_default_run: ClassVar[bool] = True
+    """Part of `run` when no list is given (False for plugins that need a file or opt-in)."""
 
     def __init__(self, profile: str = "full", device: str | None = None, **options: Any):
         if profile not in PROFILES:

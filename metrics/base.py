@@ -119,6 +119,8 @@ class Metric(ABC):
     level: ClassVar[str] = "image"
     defaults: ClassVar[Mapping[str, Any]] = {}
     description: ClassVar[str] = ""
+    in_default_run: ClassVar[bool] = True
+    """Part of `run` when no list is given (False for plugins that need a file or opt-in)."""
     scale: ClassVar[float] = 1.0
     """Factor applied when reporting (100 for rates and IoUs reported in %)."""
 

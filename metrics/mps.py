@@ -57,6 +57,7 @@ class MPS(Metric):
     level = "image"
     higher_is_better = True
     description = "MPS: Multi-dimensional Preference Score (overall condition) vs the global prompt"
+    in_default_run = False  # needs a local checkpoint file (and opt-in for the pickled one)
     defaults: ClassVar[dict[str, Any]] = {
         "checkpoint": None,
         "trust_pickle": False,

@@ -62,15 +62,17 @@ def run_scoring(run: RunDir, metrics: Mapping[str, Metric], items: Mapping[str, 
     shards: list[Path] = []
     for label, metric in metrics.items():
         key = metric.key
-        todo = []
+        todo, done = [], 0
         for generator, generator_items in items.items():
             for start in range(0, len(generator_items), shard_size):
                 chunk = generator_items[start : start + shard_size]
                 path = run.shard_path(key, generator, shard_name(key, chunk))
                 shards.append(path)
-                if not path.exists():
+                if path.exists():
+                    done += 1
+                else:
                     todo.append((path, chunk))
-        log.info("score %s: %d shard(s) to score, %d done", label, len(todo), len(shards) - len(todo))
+        log.info("score %s: %d shard(s) to score, %d done", label, len(todo), done)
         total = sum(len(chunk) for _, chunk in todo)
         with tqdm(total=total, desc=f"score {label}", unit="img", disable=not progress or not todo) as bar:
             for path, chunk in todo:
