@@ -60,7 +60,7 @@ def t5_tokenizer(model_max_length: int = 512) -> Any:
 
     specials = ["<pad>", "</s>", "<unk>"]
     vocab = {token: i for i, token in enumerate(specials)}
-    for symbol in pre_tokenizers.ByteLevel.alphabet():
+    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):  # a set: fix the order
         vocab.setdefault(symbol, len(vocab))
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
