@@ -198,6 +198,12 @@ class Metric(ABC):
         key = self.key
         return [ScoreRow(**{**r.__dict__, "metric_key": key}) for r in rows]
 
+    @classmethod
+    def aggregate(cls, rows: Any, layouts: Mapping[str, Layout]) -> float | None:
+        """A run-level value from one generator's valid rows (a DataFrame), for metrics that are
+        not a mean of per-row values (COCO AP); None means 'the report averages the rows'."""
+        return None
+
     # torchmetrics-style accumulation, for use outside the harness
     def update(self, items: Sequence[ScoreItem]) -> None:
         self._rows.extend(self.score(items))

@@ -141,6 +141,15 @@ class CocoAP(YoloMetric):
         scores = np.round(found.scores, 5).tolist()
         return {"detections": [[*b, s, label] for b, s, label in zip(boxes, scores, found.labels, strict=True)]}
 
+    @classmethod
+    def aggregate(cls, rows: Any, layouts: Mapping[str, Layout]) -> float | None:
+        """Run-level AP@[.5:.95] from the detections stored in the rows (what the report shows)."""
+        import json
+
+        images = [(layouts[r.layout_id], detections_from_detail(json.loads(r.detail)))
+                  for r in rows.itertuples()]
+        return coco_ap(images)["AP"] if images else math.nan
+
     def update(self, items: Sequence[ScoreItem]) -> None:
         super().update(items)
         self._layouts.update({item.layout.id: item.layout for item in items})

@@ -158,6 +158,26 @@ def test_coco_ap_known_values() -> None:
     assert math.isnan(coco_ap([(_layout(Entity("sky", (0, 0, 1, 1), category="sky")), one)])["AP"])
 
 
+def test_report_uses_run_level_ap_not_the_mean_of_image_aps() -> None:
+    import json
+
+    import pandas as pd
+
+    two_dogs = _layout(Entity("a dog", (0.0, 0.0, 0.4, 0.4), category="dog"),
+                       Entity("a dog", (0.5, 0.5, 0.9, 0.9), category="dog"))
+    two_dogs = Layout("two", two_dogs.prompt, two_dogs.entities, two_dogs.width, two_dogs.height)
+    found = _dets([[0.0, 0.0, 0.4, 0.4], [0.5, 0.5, 0.9, 0.9]], [0.9, 0.8], ["dog", "dog"])
+    missed = _layout(Entity("a dog", (0.1, 0.1, 0.6, 0.6), category="dog"))
+    missed = Layout("one", missed.prompt, missed.entities, missed.width, missed.height)
+    rows = pd.DataFrame({"layout_id": ["two", "one"], "detail": [
+        json.dumps(CocoAP._detail(found)), json.dumps(CocoAP._detail(det.Detections.empty()))]})
+    layouts = {"two": two_dogs, "one": missed}
+    run_level = CocoAP.aggregate(rows, layouts)
+    # Pooled: 2 of 3 dogs found at top scores -> precision 1 up to recall 2/3 (67 of 101 points).
+    assert run_level == pytest.approx(67 / 101)
+    assert run_level != pytest.approx((1.0 + 0.0) / 2)
+
+
 # ------------------------------------------------------------------ end to end, random YOLO11n
 
 @pytest.fixture(scope="module")

@@ -84,8 +84,10 @@ def summarize(run: Run, options: BootstrapOptions | None = None) -> pd.DataFrame
     scores = run.scores.assign(_valid=valid_mask(run.scores))
     cells = dict(tuple(scores.groupby(["metric", "generator"], sort=False)))
     empty = scores.iloc[0:0]
+    layouts = {layout.id: layout for layout in run.suite.layouts}
     records = []
     for label, info in run.metrics.items():
+        aggregate = _aggregator(info.name)
         for generator in run.generators:
             rows = cells.get((label, generator), empty)
             good = rows[rows["_valid"]]
@@ -93,6 +95,9 @@ def summarize(run: Run, options: BootstrapOptions | None = None) -> pd.DataFrame
             counts = good.groupby("layout_id")["value"].count().reindex(layout_ids, fill_value=0)
             mean, low, high = bootstrap_mean(sums.to_numpy(float), counts.to_numpy(float), weights,
                                              options.confidence)
+            run_level = aggregate(good, layouts) if aggregate is not None and len(good) else None
+            if run_level is not None:  # a run-level statistic (COCO AP): no per-layout bootstrap
+                mean, low, high = run_level, float("nan"), float("nan")
             status = rows["status"].value_counts()
             n_invalid = len(rows) - len(good)
             excluded, unparsed = int(status.get("excluded", 0)), int(status.get("unparsed", 0))
@@ -107,6 +112,16 @@ def summarize(run: Run, options: BootstrapOptions | None = None) -> pd.DataFrame
     return pd.DataFrame.from_records(records, columns=[
         "generator", "metric", "mean", "ci_low", "ci_high", "n", "n_layouts", "n_rows",
         "n_expected", "n_excluded", "n_unparsed", "n_other_invalid"])
+
+
+def _aggregator(name: str):  # noqa: ANN202 - a bound classmethod or None
+    """The metric class's run-level `aggregate`, when its plugin is installed."""
+    from eligen_bench import registry
+
+    try:
+        return registry.metric_class(name).aggregate
+    except Exception:  # the report must work without the plugin that scored the rows
+        return None
 
 
 def expected_rows(run: Run, info: MetricInfo) -> int:
