@@ -1,0 +1,234 @@
+"""Benchmark EliGen's regional attention: dense-mask reference vs our decomposition vs plain SDPA.
+
+Shape: FLUX at 1024x1024, i.e. 4096 latent tokens and 512 T5 tokens per prompt, with 0, 2, 4
+and 8 entities whose masks are random, partly overlapping boxes (fixed seed), head dim 128.
+
+    python benchmarks/regional_attention.py [--heads 1] [--repeats 5] [--device cpu] [--threads N]
+
+The reference's time is that of the SDPA call with its dense mask already built (the reference
+code builds the mask once per forward pass); its peak memory includes building the mask.
+Time is the median of `--repeats` calls after one warm-up call, the three variants called in
+turn (round-robin) so that load from other processes affects them alike. Peak memory is what one call
+adds on top of its inputs, measured in a fresh child process per cell so that no cell sees
+another's allocations: on CPU the rise of the process's peak resident set (Linux VmHWM, reset
+through /proc/self/clear_refs before the call), on CUDA torch.cuda.max_memory_allocated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+ENTITY_COUNTS = (0, 2, 4, 8)
+SIZE = 1024
+PROMPT_TOKENS = 512
+HEAD_DIM = 128
+SEED = 0
+VARIANTS = ("reference", "ours", "plain")
+
+
+def make_plan(entities: int, seed: int = SEED):
+    """Plan of `entities` random box masks at 1024x1024 (boxes 1/4 to 5/8 of each side)."""
+    import numpy as np
+
+    from eligen_bench.generators.regional_attention import build_plan, latent_token_masks
+
+    rng = np.random.default_rng(seed + entities)
+    masks = []
+    for _ in range(entities):
+        h, w = rng.integers(SIZE // 4, SIZE * 5 // 8, size=2)
+        y, x = rng.integers(0, SIZE - h), rng.integers(0, SIZE - w)
+        mask = np.zeros((SIZE, SIZE), dtype=bool)
+        mask[y : y + h, x : x + w] = True
+        masks.append(mask)
+    tokens = latent_token_masks(masks, SIZE, SIZE) if masks else None
+    if tokens is None:
+        import torch
+
+        tokens = torch.zeros((0, (SIZE // 16) ** 2), dtype=torch.bool)
+    return build_plan([PROMPT_TOKENS] * (entities + 1), tokens)
+
+
+def make_inputs(plan, heads: int, device: str):
+    """Seeded float32 q, k, v of shape (1, heads, L, 128)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(SEED)
+    shape = (1, heads, plan.length, HEAD_DIM)
+    return tuple(torch.randn(shape, generator=generator).to(device) for _ in range(3))
+
+
+def variant_fn(name: str, q, k, v, plan, prebuilt_mask: bool):
+    """A zero-argument callable running one variant.
+
+    With `prebuilt_mask` the reference's dense mask is built here, outside the callable, as
+    the reference code builds it once per forward pass and shares it between blocks.
+    """
+    import torch.nn.functional as F
+
+    from eligen_bench.generators.regional_attention import (
+        additive_mask,
+        reference_attention,
+        regional_attention,
+    )
+
+    if name == "reference":
+        mask = additive_mask(plan, q.dtype, q.device) if prebuilt_mask else None
+        return lambda: reference_attention(q, k, v, plan, mask=mask)
+    if name == "ours":
+        return lambda: regional_attention(q, k, v, plan)
+    return lambda: F.scaled_dot_product_attention(q, k, v)
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} missing from /proc/self/status")
+
+
+def measure_peak(entities: int, name: str, heads: int, device: str) -> int:
+    """Bytes one call of `name` adds on top of its inputs (first call of a fresh process)."""
+    import torch
+
+    plan = make_plan(entities).to(device)
+    q, k, v = make_inputs(plan, heads, device)
+    fn = variant_fn(name, q, k, v, plan, prebuilt_mask=False)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    before = _status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")  # resets VmHWM to the current resident set
+    fn()
+    return (_status_kib("VmHWM") - before) * 1024
+
+
+def measure_times(entities: int, heads: int, repeats: int, device: str) -> dict[str, float]:
+    """Median seconds per variant; calls interleaved round-robin so load changes hit all alike."""
+    import torch
+
+    plan = make_plan(entities).to(device)
+    q, k, v = make_inputs(plan, heads, device)
+    fns = {name: variant_fn(name, q, k, v, plan, prebuilt_mask=True) for name in VARIANTS}
+    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for round_ in range(repeats + 1):
+        for name, fn in fns.items():
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if round_:  # round 0 is the warm-up
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def run_peak(entities: int, name: str, args: argparse.Namespace) -> float:
+    """`measure_peak` in a fresh interpreter, so no cell sees another's allocations."""
+    command = [sys.executable, __file__, "--child", str(entities), name]
+    command += ["--heads", str(args.heads), "--device", args.device]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return float(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def max_abs_diff(entities: int, heads: int, device: str) -> float:
+    """Largest |ours - reference| over all outputs."""
+    from eligen_bench.generators.regional_attention import reference_attention, regional_attention
+
+    plan = make_plan(entities).to(device)
+    q, k, v = make_inputs(plan, heads, device)
+    ours = regional_attention(q, k, v, plan)
+    return float((ours - reference_attention(q, k, v, plan)).abs().max())
+
+
+def table(args: argparse.Namespace) -> list[str]:
+    """Measure every cell and format the Markdown table."""
+    from eligen_bench.generators.regional_attention import allowed_fraction
+
+    lines = [
+        "| entities | L | allowed pairs | (a) reference s | (b) ours s | (c) unmasked s | (b)/(a) | (b)/(c) "
+        "| (a) peak MiB | (b) peak MiB | (c) peak MiB | max abs diff (b)-(a) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for entities in ENTITY_COUNTS:
+        plan = make_plan(entities)
+        mib = [run_peak(entities, name, args) / 2**20 for name in VARIANTS]
+        seconds = measure_times(entities, args.heads, args.repeats, args.device)
+        a, b, c = (seconds[name] for name in VARIANTS)
+        lines.append(
+            f"| {entities} | {plan.length} | {allowed_fraction(plan):.2f} | {a:.3f} | {b:.3f} | {c:.3f} | "
+            f"{b / a:.2f} | {b / c:.2f} | {mib[0]:.0f} | {mib[1]:.0f} | {mib[2]:.0f} | "
+            f"{max_abs_diff(entities, args.heads, args.device):.1e} |"
+        )
+        print(lines[-1], file=sys.stderr, flush=True)
+    return lines
+
+
+def _load_average() -> str:
+    """The 1-minute load average, or "unknown" where /proc is missing."""
+    try:
+        with open("/proc/loadavg") as loadavg:
+            return loadavg.read().split()[0]
+    except OSError:
+        return "unknown"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--heads", type=int, default=1, help="attention heads (FLUX has 24; 1 fits a small CPU)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed calls per cell (median reported)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:n]")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
+    )
+    parser.add_argument("--child", nargs=2, metavar=("ENTITIES", "VARIANT"), help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torch
+
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.child:
+        entities, name = int(args.child[0]), args.child[1]
+        print(json.dumps(measure_peak(entities, name, args.heads, args.device)))
+        return
+    print(
+        f"regional attention, FLUX {SIZE}x{SIZE}: {(SIZE // 16) ** 2} latent + {PROMPT_TOKENS} per prompt, "
+        f"heads={args.heads}, head_dim={HEAD_DIM}, float32, device={args.device}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}"
+    )
+    print(
+        "peak = extra memory of one call over its inputs, fresh process per cell ("
+        + (
+            "torch.cuda.max_memory_allocated)"
+            if args.device.startswith("cuda")
+            else "Linux VmHWM rise)"
+        )
+    )
+    rows = table(args)
+    print(f"load average while measuring (other processes share the CPU): {_load_average()}")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
