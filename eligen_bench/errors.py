@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 class InputError(ValueError):
     """Bad user input (layouts, suites, names, options). The CLI prints it on one line and exits 2.
@@ -19,3 +22,18 @@ class InputError(ValueError):
         if field:
             prefix += f"{field}: "
         super().__init__(prefix + message)
+
+
+PROFILES = ("full", "tiny")
+"""Model profiles: `full` (the real models) and `tiny` (tiny random models, offline)."""
+
+
+def check_plugin_options(kind: str, name: str, profile: str, defaults: Mapping[str, Any],
+                         options: Mapping[str, Any]) -> None:
+    """Reject an unknown profile or option of a generator or metric, naming what it takes."""
+    if profile not in PROFILES:
+        raise InputError(f"unknown profile {profile!r}; choose one of {PROFILES}", field="profile")
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise InputError(f"unknown option(s) {sorted(unknown)}; {name} takes {sorted(defaults)}",
+                         where=f"{kind} {name!r}")

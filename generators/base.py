@@ -13,14 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from eligen_bench.errors import InputError
+from eligen_bench.errors import PROFILES, InputError, check_plugin_options
 from eligen_bench.layout import Entity, Layout
 from eligen_bench.requests import GenerationRequest
 
 if TYPE_CHECKING:
     from PIL import Image
 
-PROFILES = ("full", "tiny")
 
 
 @dataclass(frozen=True)
@@ -63,14 +62,7 @@ class Generator(ABC):
     """Part of `run` when no list is given (False for plugins that need a file or opt-in)."""
 
     def __init__(self, profile: str = "full", device: str | None = None, **options: Any):
-        if profile not in PROFILES:
-            raise InputError(f"unknown profile {profile!r}; choose one of {PROFILES}", field="profile")
-        unknown = set(options) - set(self.defaults)
-        if unknown:
-            raise InputError(
-                f"unknown option(s) {sorted(unknown)}; {self.name} takes {sorted(self.defaults)}",
-                where=f"generator {self.name!r}",
-            )
+        check_plugin_options("generator", self.name, profile, self.defaults, options)
         self.profile = profile
         self.device = device
         self.settings: dict[str, Any] = {**self.defaults, **self.profile_overrides(), **options}

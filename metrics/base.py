@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from eligen_bench.errors import InputError
+from eligen_bench.errors import check_plugin_options
 from eligen_bench.hashing import content_hash
 from eligen_bench.layout import Layout
 
 if TYPE_CHECKING:
     from PIL import Image
 
-PROFILES = ("full", "tiny")
 IMAGE_LEVEL = -1  # entity_index of rows that score the whole image
 
 
@@ -133,14 +132,7 @@ class Metric(ABC):
         batch_size: int = 8,
         **options: Any,
     ):
-        if profile not in PROFILES:
-            raise InputError(f"unknown profile {profile!r}; choose one of {PROFILES}", field="profile")
-        unknown = set(options) - set(self.defaults)
-        if unknown:
-            raise InputError(
-                f"unknown option(s) {sorted(unknown)}; {self.name} takes {sorted(self.defaults)}",
-                where=f"metric {self.name!r}",
-            )
+        check_plugin_options("metric", self.name, profile, self.defaults, options)
         self.profile = profile
         self.device = device
         self.cache = cache if cache is not None else ModelCache()

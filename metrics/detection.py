@@ -34,24 +34,14 @@ from typing import Any
 
 import numpy as np
 
+from eligen_bench.coco_classes import COCO_THING_CLASSES
 from eligen_bench.errors import InputError
 
 BOX_FORMAT = "xyxy, normalised to the image width and height"
 MATCHING_RULES = ("best", "greedy")
 
 # The 80 COCO detection classes in the order of the contiguous ids YOLO models are trained with.
-COCO80 = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
-    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
-    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
-    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
-    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
-    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
-    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
-    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
-    "teddy bear", "hair drier", "toothbrush",
-)  # fmt: skip
+COCO80 = COCO_THING_CLASSES
 
 # Other spellings of COCO classes found in layout datasets (Pascal VOC names, LVIS-style).
 CATEGORY_ALIASES = {

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
+from eligen_bench.coco_classes import COCO_THING_CLASSES
 from eligen_bench.errors import InputError
 from eligen_bench.suite import read_suite
 from eligen_bench.suites import coco
@@ -188,7 +189,7 @@ def test_stuff_entities_and_notes(annotations: Path) -> None:
     assert (sky.prompt, sky.category) == ("sky", "sky-other")
     assert any("COCO-Stuff" in note for note in suite.notes)
     eligen = build_coco_suite(annotations, CocoFilter.eligen())
-    assert all(e.category in coco.COCO_THING_CLASSES for layout in eligen.layouts for e in layout.entities)
+    assert all(e.category in COCO_THING_CLASSES for layout in eligen.layouts for e in layout.entities)
     assert any("not entities" in note for note in eligen.notes)
 
 

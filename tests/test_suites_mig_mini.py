@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from eligen_bench.coco_classes import COCO_THING_CLASSES
 from eligen_bench.errors import InputError
 from eligen_bench.registry import entries
 from eligen_bench.suite import read_suite
 from eligen_bench.suites import mig_bench
 from eligen_bench.suites.bundled import load_mini
 from eligen_bench.suites.cli import add_build_parser
-from eligen_bench.suites.coco import COCO_THING_CLASSES
 from eligen_bench.suites.make_mini import build_mini
 
 MIG_DIR = Path(__file__).parents[2] / "shared" / "data" / "mig_bench"

@@ -16,10 +16,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from eligen_bench.coco_classes import COCO_THING_CLASSES
 from eligen_bench.errors import InputError
 from eligen_bench.layout import Entity, Layout
 from eligen_bench.suite import Suite
-from eligen_bench.suites.coco import COCO_THING_CLASSES
 
 MIGC_REPO = "limuloo/MIGC"
 MIGC_COMMIT = "effd6cc"
