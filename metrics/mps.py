@@ -19,7 +19,7 @@ Choices, recorded in the identity:
 Checkpoints (`checkpoint`, a local file; there is no official hub repository, the MPS README links
 `MPS_overall_checkpoint.pth` on Google Drive):
 - '.pth' (the release): a *pickled full model*. Unpickling runs code, so it is refused unless
-  `trust_pickle=True`; it also needs the MPS repository's `trainer` package importable
+  `allow_pickle=True`; it also needs the MPS repository's `trainer` package importable
   (`pip install -e` of Kwai-Kolors/MPS). The unpickled object is scored as is.
 - '.safetensors' (e.g. DiffSynth-Studio's conversion `MPS_overall_checkpoint_diffsynth
   .safetensors`): loaded into our rebuild (`mps_net.MPSNet`, CLIP config from `processor_id`)
@@ -60,7 +60,7 @@ class MPS(Metric):
     in_default_run = False  # needs a local checkpoint file (and opt-in for the pickled one)
     defaults: ClassVar[dict[str, Any]] = {
         "checkpoint": None,
-        "trust_pickle": False,
+        "allow_pickle": False,
         "processor_id": PROCESSOR_ID,
         "condition": CONDITION_OVERALL,
         "condition_threshold": 0.3,
@@ -79,7 +79,7 @@ class MPS(Metric):
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
-        ident["options"].pop("trust_pickle", None)  # how it was allowed to load, not what it scores
+        ident["options"].pop("allow_pickle", None)  # how it was allowed to load, not what it scores
         ident["options"]["checkpoint"] = self.model_ids().get("checkpoint")
         if self.profile == "tiny":
             ident["warning"] = TINY_WARNING
@@ -105,7 +105,7 @@ class MPS(Metric):
                 field="checkpoint",
             )
         return load_mps(str(checkpoint), self.options["processor_id"], device, self.options["dtype"],
-                        bool(self.options["trust_pickle"]))
+                        bool(self.options["allow_pickle"]))
 
     def score_batch(self, items: Sequence[ScoreItem]) -> list[ScoreRow]:
         net, tokenizer, image_processor = self.model
@@ -163,7 +163,7 @@ def mps_scores(net: Any, tokenizer: Any, image_processor: Any, images: Sequence[
 
 
 def load_mps(checkpoint: str, processor_path: str, device: str, dtype: str | None,
-             trust_pickle: bool) -> tuple[Any, Any, Any]:
+             allow_pickle: bool) -> tuple[Any, Any, Any]:
     """(net, tokenizer, image_processor) from a '.pth' (pickled model) or '.safetensors' file."""
     import torch
     from transformers import AutoTokenizer, CLIPImageProcessor
@@ -175,21 +175,21 @@ def load_mps(checkpoint: str, processor_path: str, device: str, dtype: str | Non
     if path.suffix == ".safetensors":
         net = _load_safetensors(path, processor_path)
     else:
-        net = _load_pickle(path, trust_pickle)
+        net = _load_pickle(path, allow_pickle)
     tokenizer = AutoTokenizer.from_pretrained(processor_path)
     image_processor = CLIPImageProcessor.from_pretrained(processor_path)
     return net.to(device, torch_dtype).eval(), tokenizer, image_processor
 
 
-def _load_pickle(path: Path, trust_pickle: bool) -> Any:
+def _load_pickle(path: Path, allow_pickle: bool) -> Any:
     import torch
 
-    if not trust_pickle:
+    if not allow_pickle:
         raise InputError(
             f"{path.name} is a pickled full model: loading it runs code from the file. Pass "
-            "trust_pickle=True only for a file from a source you trust, or use a .safetensors conversion",
+            "allow_pickle=True only for a file from a source you trust, or use a .safetensors conversion",
             where="metric 'mps'",
-            field="trust_pickle",
+            field="allow_pickle",
         )
     try:
         net = torch.load(path, map_location="cpu", weights_only=False)

@@ -90,7 +90,7 @@ def test_mps_tiny_end_to_end(items: list[ScoreItem]) -> None:
     ident = metric.identity()
     assert ident["options"]["condition_threshold"] == 0.3
     assert ident["options"]["condition"].startswith("light, color, clarity")
-    assert "trust_pickle" not in ident["options"]
+    assert "allow_pickle" not in ident["options"]
 
 
 def test_mps_scores_do_not_depend_on_batching(items: list[ScoreItem]) -> None:
@@ -154,9 +154,9 @@ def test_mps_pickle_needs_explicit_opt_in(tiny_mps_dir: Path, tmp_path: Path, it
     pth = tmp_path / "MPS_overall_checkpoint.pth"
     torch.save(reference, pth)  # a pickled full model, like the release
     refused = MPS(checkpoint=str(pth), processor_id=str(tiny_mps_dir), device="cpu")
-    with pytest.raises(InputError, match="trust_pickle"):
+    with pytest.raises(InputError, match="allow_pickle"):
         refused.load()
-    allowed = MPS(checkpoint=str(pth), processor_id=str(tiny_mps_dir), device="cpu", trust_pickle=True)
+    allowed = MPS(checkpoint=str(pth), processor_id=str(tiny_mps_dir), device="cpu", allow_pickle=True)
     from_safetensors = MPS(checkpoint=str(tiny_mps_dir / "mps.safetensors"), processor_id=str(tiny_mps_dir), device="cpu")
     assert [r.value for r in allowed.score(items)] == pytest.approx([r.value for r in from_safetensors.score(items)], rel=1e-5)
     assert allowed.key == refused.key  # the opt-in does not change what is measured
@@ -176,7 +176,7 @@ def test_mps_checkpoint_errors(tmp_path: Path, tiny_mps_dir: Path) -> None:
     not_mps = tmp_path / "other.pth"
     torch.save(torch.nn.Linear(2, 2), not_mps)
     with pytest.raises(InputError, match="not an MPS model"):
-        MPS(checkpoint=str(not_mps), processor_id=str(tiny_mps_dir), device="cpu", trust_pickle=True).load()
+        MPS(checkpoint=str(not_mps), processor_id=str(tiny_mps_dir), device="cpu", allow_pickle=True).load()
 
 
 @pytest.mark.weights
