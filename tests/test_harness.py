@@ -165,3 +165,14 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path) -> None:
     pd.testing.assert_frame_equal(score_table(reference), score_table(resumed))
     for name in after:
         assert (reference / "images" / "painter" / name).read_bytes() == (images / name).read_bytes()
+
+
+def test_written_files_have_ordinary_permissions(tmp_path) -> None:
+    import stat
+
+    from eligen_bench.atomic import atomic_write_text
+
+    atomic_write_text(tmp_path / "x.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "x.txt").stat().st_mode) == 0o666 & ~umask
