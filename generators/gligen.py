@@ -97,13 +97,7 @@ class GligenGenerator(Generator):
     def load(self) -> None:
         device = self.resolve_device()
         dtype = resolve_dtype(self.settings["dtype"], device)
-        if self.profile == "tiny":
-            # Built, saved and read back through the same loader the full profile uses.
-            with tempfile.TemporaryDirectory(prefix="gligen-tiny-") as tmp:
-                build_tiny_sd_pipeline(tmp, gated=True)
-                pipe = _load_pipeline(tmp, None, dtype)
-        else:
-            pipe = _load_pipeline(self.settings["model"], self.settings["revision"], dtype)
+        pipe = load_sd_source(self, _load_pipeline, dtype, gated=True)
         pipe.set_progress_bar_config(disable=True)
         self._pipe = pipe.to(device)
 
@@ -227,6 +221,16 @@ def _open_gates(unet: Any) -> None:
             if isinstance(module, GatedSelfAttentionDense):
                 module.alpha_attn.fill_(1.0)
                 module.alpha_dense.fill_(1.0)
+
+
+def load_sd_source(generator: Generator, loader: Any, dtype: Any, *, gated: bool) -> Any:
+    """`loader(source, revision, dtype)` on the configured model, or, for the tiny profile, on a
+    tiny random pipeline built, saved and read back through that same loader."""
+    if generator.profile != "tiny":
+        return loader(generator.settings["model"], generator.settings["revision"], dtype)
+    with tempfile.TemporaryDirectory(prefix=f"{generator.name}-tiny-") as tmp:
+        build_tiny_sd_pipeline(tmp, gated=gated)
+        return loader(tmp, None, dtype)
 
 
 def build_tiny_sd_pipeline(directory: str, *, gated: bool, seed: int = 0) -> None:

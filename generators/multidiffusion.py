@@ -22,7 +22,6 @@ not needed: at the model's native 512x512 the whole canvas is a single window.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +31,8 @@ from eligen_bench.errors import InputError
 from eligen_bench.generators.base import Capabilities, GenerationRequest, Generator
 from eligen_bench.generators.gligen import (
     TINY_MODEL_ID,
-    build_tiny_sd_pipeline,
     check_sd_settings,
+    load_sd_source,
     release_cuda_memory,
     resolve_dtype,
 )
@@ -100,13 +99,7 @@ class MultiDiffusionGenerator(Generator):
     def load(self) -> None:
         device = self.resolve_device()
         dtype = resolve_dtype(self.settings["dtype"], device)
-        if self.profile == "tiny":
-            # Built, saved and read back through the same loader the full profile uses.
-            with tempfile.TemporaryDirectory(prefix="multidiffusion-tiny-") as tmp:
-                build_tiny_sd_pipeline(tmp, gated=False)
-                parts = load_sd_parts(tmp, None, dtype)
-        else:
-            parts = load_sd_parts(self.settings["model"], self.settings["revision"], dtype)
+        parts = load_sd_source(self, load_sd_parts, dtype, gated=False)
         for key in ("vae", "text_encoder", "unet"):
             parts[key] = parts[key].to(device).eval()
         parts["device"], parts["dtype"] = device, dtype

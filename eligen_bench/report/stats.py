@@ -145,42 +145,34 @@ def entity_table(run: Run) -> pd.DataFrame:
 
 def breakdown_by_entities(run: Run) -> pd.DataFrame:
     """Mean (scaled) and n per metric, generator and number of entities in the layout."""
-    import pandas as pd
-
     scores = run.scores[valid_mask(run.scores)].copy()
     scores["n_entities"] = scores["layout_id"].map(run.entity_counts())
-    parts = []
-    for label, info in run.metrics.items():
-        rows = scores[scores["metric"] == label]
-        grouped = rows.groupby(["generator", "n_entities"])["value"].agg(["mean", "count"]).reset_index()
-        grouped["mean"] *= info.scale
-        grouped.insert(0, "metric", label)
-        parts.append(grouped.rename(columns={"count": "n"}))
-    columns = ["metric", "generator", "n_entities", "mean", "n"]
-    if not parts:
-        return pd.DataFrame(columns=columns)
-    return _order(pd.concat(parts, ignore_index=True)[columns], run, ["n_entities"])
+    return _grouped_means(scores, run, "n_entities", list(run.metrics))
 
 
 def breakdown_by_category(run: Run) -> pd.DataFrame:
     """Mean (scaled) and n per entity-level metric, generator and entity category."""
-    import pandas as pd
-
     scores = run.scores[valid_mask(run.scores) & (run.scores["entity_index"] >= 0)]
     scores = scores.merge(entity_table(run), on=["layout_id", "entity_index"], how="inner")
+    labels = [label for label, info in run.metrics.items() if info.level == "entity"]
+    return _grouped_means(scores, run, "category", labels)
+
+
+def _grouped_means(scores: pd.DataFrame, run: Run, by: str, labels: Sequence[str]) -> pd.DataFrame:
+    """Mean (scaled) and n of valid values per metric label, generator and `by`."""
+    import pandas as pd
+
     parts = []
-    for label, info in run.metrics.items():
-        if info.level != "entity":
-            continue
+    for label in labels:
         rows = scores[scores["metric"] == label]
-        grouped = rows.groupby(["generator", "category"])["value"].agg(["mean", "count"]).reset_index()
-        grouped["mean"] *= info.scale
+        grouped = rows.groupby(["generator", by])["value"].agg(["mean", "count"]).reset_index()
+        grouped["mean"] *= run.metrics[label].scale
         grouped.insert(0, "metric", label)
         parts.append(grouped.rename(columns={"count": "n"}))
-    columns = ["metric", "generator", "category", "mean", "n"]
+    columns = ["metric", "generator", by, "mean", "n"]
     if not parts:
         return pd.DataFrame(columns=columns)
-    return _order(pd.concat(parts, ignore_index=True)[columns], run, ["category"])
+    return _order(pd.concat(parts, ignore_index=True)[columns], run, [by])
 
 
 def _order(table: pd.DataFrame, run: Run, last: list[str]) -> pd.DataFrame:
