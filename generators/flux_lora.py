@@ -84,6 +84,34 @@ _GLOBAL = {
 }
 
 
+# The kohya / BFL naming of FLUX LoRAs (what most community tools write), as DiffSynth modules:
+# the same fused layers under other names, so one conversion serves both.
+_KOHYA = re.compile(
+    r"^lora_unet_(?P<kind>double|single)_blocks_(?P<index>\d+)_(?P<part>[a-z0-9_]+?)"
+    r"(?P<suffix>\.lora_(?:down|up)\.weight|\.alpha)$"
+)
+_KOHYA_PARTS = {
+    "double": {
+        "img_mod_lin": "norm1_a.linear", "txt_mod_lin": "norm1_b.linear",
+        "img_attn_qkv": "attn.a_to_qkv", "txt_attn_qkv": "attn.b_to_qkv",
+        "img_attn_proj": "attn.a_to_out", "txt_attn_proj": "attn.b_to_out",
+        "img_mlp_0": "ff_a.0", "img_mlp_2": "ff_a.2", "txt_mlp_0": "ff_b.0", "txt_mlp_2": "ff_b.2",
+    },
+    "single": {"modulation_lin": "norm.linear", "linear1": "to_qkv_mlp", "linear2": "proj_out"},
+}  # fmt: skip
+
+
+def _from_kohya(key: str) -> str:
+    """A kohya/BFL LoRA key in DiffSynth naming; other keys unchanged."""
+    match = _KOHYA.match(key)
+    if not match or match["part"] not in _KOHYA_PARTS[match["kind"]]:
+        return key
+    block = "blocks" if match["kind"] == "double" else "single_blocks"
+    suffix = {".lora_down.weight": ".lora_A.weight", ".lora_up.weight": ".lora_B.weight"}.get(
+        match["suffix"], ".alpha")
+    return f"{block}.{match['index']}.{_KOHYA_PARTS[match['kind']][match['part']]}{suffix}"
+
+
 @dataclass(frozen=True, eq=False)
 class LoraDelta:
     """One low-rank update of a diffusers module: ``W[rows] += scale * up @ down``."""
@@ -133,11 +161,16 @@ def read_lora(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def pair_lora_keys(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
-    """DiffSynth module name -> (A, B, alpha/rank or 1). Unknown or unpaired keys raise InputError."""
+    """DiffSynth module name -> (A, B, alpha/rank or 1). Unknown or unpaired keys raise InputError.
+
+    Keys in kohya/BFL naming (`lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight`) are
+    read as their DiffSynth equivalents.
+    """
     downs: dict[str, torch.Tensor] = {}
     ups: dict[str, torch.Tensor] = {}
     alphas: dict[str, float] = {}
-    for key, tensor in state.items():
+    for original, tensor in state.items():
+        key = _from_kohya(original)
         match = _KEY.match(key)
         if match:
             (downs if match["ab"] == "A" else ups)[match["module"]] = tensor
@@ -146,7 +179,8 @@ def pair_lora_keys(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[torch.T
         if alpha:
             alphas[alpha["module"]] = float(tensor)
             continue
-        raise InputError(f"unexpected key {key!r}; expected '<module>.lora_A[.default].weight' / lora_B", field="lora")
+        raise InputError(f"unexpected key {original!r}; expected '<module>.lora_A[.default].weight' / lora_B "
+                         "(DiffSynth naming) or kohya 'lora_unet_...lora_down.weight'", field="lora")
     if set(downs) != set(ups):
         missing = sorted(set(downs) ^ set(ups))
         raise InputError(f"LoRA A/B pairs incomplete for {missing[:5]}", field="lora")

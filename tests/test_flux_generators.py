@@ -121,6 +121,27 @@ def test_lora_conversion_changes_exactly_the_expected_modules(tiny_dir: Path, tm
         torch.testing.assert_close(after[key], merged(key, module, rows), rtol=0, atol=1e-6)
 
 
+def test_kohya_named_lora_converts_like_its_diffsynth_twin() -> None:
+    diffsynth = random_diffsynth_lora(num_layers=1, num_single_layers=1, hidden_size=32, rank=4, seed=3)
+    names = {"attn.a_to_qkv": "img_attn_qkv", "attn.b_to_qkv": "txt_attn_qkv", "attn.a_to_out": "img_attn_proj",
+             "attn.b_to_out": "txt_attn_proj", "ff_a.0": "img_mlp_0", "ff_a.2": "img_mlp_2", "ff_b.0": "txt_mlp_0",
+             "ff_b.2": "txt_mlp_2", "norm1_a.linear": "img_mod_lin", "norm1_b.linear": "txt_mod_lin",
+             "to_qkv_mlp": "linear1", "proj_out": "linear2", "norm.linear": "modulation_lin"}
+    kohya = {}
+    for key, tensor in diffsynth.items():
+        block, index, rest = key.split(".", 2)
+        module, _, tail = rest.rpartition(".lora_")
+        kind = "double" if block == "blocks" else "single"
+        suffix = ".lora_down.weight" if tail.startswith("A") else ".lora_up.weight"
+        kohya[f"lora_unet_{kind}_blocks_{index}_{names[module]}{suffix}"] = tensor
+    assert len(kohya) == len(diffsynth)
+    expected = convert_diffsynth_lora(diffsynth, 32)
+    converted = convert_diffsynth_lora(kohya, 32)
+    assert [d.module for d in converted] == [d.module for d in expected]
+    for ours, theirs in zip(converted, expected, strict=True):
+        assert torch.equal(ours.up, theirs.up) and torch.equal(ours.down, theirs.down)
+
+
 def test_lora_conversion_rejects_bad_files(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="unexpected key"):
         convert_diffsynth_lora({"blocks.0.attn.a_to_qkv.weight": torch.zeros(3, 3)}, 32)
