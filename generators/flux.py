@@ -386,8 +386,8 @@ class RegionalFluxGenerator(FluxFamily):
         "cfg_scale": 1.0,
         "base_ratio": 0.2,
         "inject_steps": 10,
-        "inject_double_blocks": 18,
-        "inject_single_blocks": None,
+        "double_inject_interval": 1,
+        "single_inject_interval": 1,
         "background_prompt": None,
     }
 
@@ -396,10 +396,11 @@ class RegionalFluxGenerator(FluxFamily):
         s, where = self.settings, f"generator {self.name!r}"
         if not 0.0 <= float(s["base_ratio"]) <= 1.0:
             raise InputError("must be in [0, 1]", where=where, field="base_ratio")
-        for key in ("inject_steps", "inject_double_blocks", "inject_single_blocks"):
-            value = s[key]
-            if value is not None and (not isinstance(value, int) or value < 0):
-                raise InputError("must be an integer >= 0 or null (all)", where=where, field=key)
+        if not isinstance(s["inject_steps"], int) or s["inject_steps"] < 0:
+            raise InputError("must be an integer >= 0", where=where, field="inject_steps")
+        for key in ("double_inject_interval", "single_inject_interval"):
+            if not isinstance(s[key], int) or s[key] < 1:
+                raise InputError("must be an integer >= 1 (1: every block)", where=where, field=key)
 
     def _after_load(self) -> None:
         from eligen_bench.generators import flux_regional
@@ -437,8 +438,8 @@ class RegionalFluxGenerator(FluxFamily):
             text_length=regional.shape[1],
             base_length=length,
             base_ratio=float(s["base_ratio"]),
-            double_blocks=s["inject_double_blocks"],
-            single_blocks=s["inject_single_blocks"],
+            double_interval=s["double_inject_interval"],
+            single_interval=s["single_inject_interval"],
         )
         positive = Conditioning(
             torch.cat([regional, padded]), pooled.expand(2, -1), regional=control,

@@ -38,14 +38,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, eq=False)
 class EliGenControl:
-    """EliGen's regional attention: one plan, applied in the first `double_blocks`/`single_blocks` blocks."""
+    """EliGen's regional attention: one plan, applied in every block (the paper's setting)."""
 
     plan: RegionalPlan
     """Sequence layout and entity token masks (`regional_attention.build_plan`)."""
-    double_blocks: int | None = None
-    """Double-stream blocks that apply the mask (from the first); None for all."""
-    single_blocks: int | None = None
-    """Single-stream blocks that apply the mask; None for all."""
+    double_interval: int = 1
+    """Double-stream block i applies the mask when i % double_interval == 0 (1: every block)."""
+    single_interval: int = 1
+    """Single-stream block i applies the mask when i % single_interval == 0 (1: every block)."""
     method: str = "auto"
     """`regional_attention` method."""
 
@@ -62,10 +62,10 @@ class RegionalPromptingControl:
     """Real tokens of the base prompt in element 1 (the rest of its text is padding)."""
     base_ratio: float
     """Weight of the base element's image output in the merge (beta of the report)."""
-    double_blocks: int | None = None
-    """Double-stream blocks that apply the regional mask; None for all."""
-    single_blocks: int | None = None
-    """Single-stream blocks that apply the regional mask; None for all."""
+    double_interval: int = 1
+    """Double-stream block i applies the regional mask when i % double_interval == 0."""
+    single_interval: int = 1
+    """Single-stream block i applies the regional mask when i % single_interval == 0."""
 
 
 def install(transformer: Any) -> None:
@@ -85,8 +85,9 @@ def text_ids(length: int, device: Any = None, dtype: Any = None) -> torch.Tensor
     return torch.zeros(length, 3, device=device, dtype=dtype)
 
 
-def _applies(limit: int | None, index: int) -> bool:
-    return limit is None or index < limit
+def _applies(interval: int, index: int) -> bool:
+    """The reference's block selection: every `interval`-th block, from the first."""
+    return index % interval == 0
 
 
 class RegionalProcessor:
@@ -132,8 +133,8 @@ class RegionalProcessor:
         image = attn.to_out[1](attn.to_out[0](image.contiguous()))
         return image, attn.to_add_out(text.contiguous())
 
-    def _limit(self, control: Any) -> int | None:
-        return control.double_blocks if self.kind == "double" else control.single_blocks
+    def _limit(self, control: Any) -> int:
+        return control.double_interval if self.kind == "double" else control.single_interval
 
     def _eligen(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, control: EliGenControl) -> torch.Tensor:
         import torch.nn.functional as F

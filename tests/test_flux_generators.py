@@ -230,6 +230,13 @@ def test_entity_prompt_isolation_inside_one_attention_call(tiny_dir: Path) -> No
     assert torch.equal(t1[0, :8], t2[0, :8])
 
 
+def test_block_selection_follows_the_reference_interval() -> None:
+    assert [flux_regional._applies(1, i) for i in range(4)] == [True] * 4
+    assert [flux_regional._applies(2, i) for i in range(5)] == [True, False, True, False, True]
+    with pytest.raises(InputError, match="double_inject_interval"):
+        RegionalFluxGenerator(profile="tiny", double_inject_interval=0)
+
+
 def test_regional_prompting_mask_rules() -> None:
     masks = torch.tensor([[1, 1, 0, 0], [0, 1, 1, 0]], dtype=torch.bool)
     m = regional_prompting_mask([2, 1], masks)
@@ -425,7 +432,9 @@ def test_model_ids_and_defaults() -> None:
     assert s["max_sequence_length"] == 512 and s["cfg_entity_control"] is False
     assert EliGenGenerator.capabilities.inpainting and EliGenGenerator.capabilities.masks
     r = RegionalFluxGenerator().settings
-    assert (r["base_ratio"], r["inject_steps"], r["inject_double_blocks"]) == (0.2, 10, 18)
+    # The reference example: 24 steps, beta 0.2, 10 injection steps, every double and single block.
+    assert (r["steps"], r["base_ratio"], r["inject_steps"]) == (24, 0.2, 10)
+    assert (r["double_inject_interval"], r["single_inject_interval"]) == (1, 1)
 
 
 # ----- real weights -------------------------------------------------------------------------
