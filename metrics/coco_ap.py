@@ -111,7 +111,7 @@ class CocoAP(YoloMetric):
     name = "coco_ap"
     level = "image"
     scale = 100.0
-    description = "COCO box AP of YOLO11x detections against the layout boxes (per image; run-level via compute())"
+    description = "COCO box AP@[.5:.95] of YOLO11x detections against the layout boxes (the report shows the run-level AP)"
     defaults: ClassVar[dict[str, Any]] = {
         "weights": "yolo11x.pt",
         "imgsz": 640,
