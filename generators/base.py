@@ -106,7 +106,9 @@ class Generator(ABC):
                 field="entities",
             )
         notes: list[str] = []
-        if layout.has_masks and not caps.masks:
+        if layout.entities and not caps.boxes and not caps.masks:
+            notes.append("entities not used (method takes the global prompt only)")
+        elif layout.has_masks and not caps.masks:
             entities = tuple(replace(e, mask=None) for e in layout.entities)
             layout = replace(layout, entities=entities)
             notes.append("masks replaced by their bounding boxes (method takes boxes only)")

@@ -18,6 +18,7 @@ from eligen_bench.layout import Entity, Layout
 from eligen_bench.suite import Suite
 
 from fixtures import small_suite, write_small_suite
+from harness_plugins import BoxPainter
 
 TESTS = Path(__file__).parent
 PAINTER = "painter=harness_plugins:BoxPainter"
@@ -176,3 +177,17 @@ def test_written_files_have_ordinary_permissions(tmp_path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE((tmp_path / "x.txt").stat().st_mode) == 0o666 & ~umask
+
+
+def test_adapt_notes_say_what_each_method_did_with_the_entities() -> None:
+    from eligen_bench.generators.flux import FluxGenerator
+    from eligen_bench.generators.gligen import GligenGenerator
+
+    masked = small_suite().layouts[-1]
+    assert masked.has_masks
+    _, flux_notes = FluxGenerator(profile="tiny").adapt(masked)
+    assert flux_notes == ["entities not used (method takes the global prompt only)"]
+    boxed, gligen_notes = GligenGenerator(profile="tiny").adapt(masked)
+    assert gligen_notes == ["masks replaced by their bounding boxes (method takes boxes only)"]
+    assert not boxed.has_masks and boxed.entities[0].bbox == masked.entities[0].bbox
+    assert BoxPainter().adapt(masked) == (masked, [])
