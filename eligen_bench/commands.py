@@ -21,7 +21,7 @@ from eligen_bench.stages.generate import (
     run_generation,
     seeds_for,
 )
-from eligen_bench.stages.score import collect_items, compile_scores, run_scoring
+from eligen_bench.stages.score import collect_items, compile_scores, run_scoring, shard_plan
 from eligen_bench.suite import Suite, read_suite, resolve_suite, validate_suite_file
 
 log = logging.getLogger("eligen_bench")
@@ -116,37 +116,24 @@ def _make_metrics(text: str | None, *, profile: str, device: str | None, batch_s
 def _score(run_dir: RunDir, metrics: dict[str, Metric], *, shard_size: int, progress: bool) -> None:
     manifest = run_dir.require_manifest()
     suite = read_suite(run_dir.suite_path)
-    generators = list(manifest["config"]["generators"])
-    items = collect_items(run_dir, suite, generators, manifest["seeds"])
-    manifest["config"]["metrics"] = {
+    items = collect_items(run_dir, suite, list(manifest["config"]["generators"]), manifest["seeds"])
+    records = {
         **manifest["config"].get("metrics", {}),
-        **{label: _metric_record(m) for label, m in metrics.items()},
+        **{label: _metric_record(m, shard_size) for label, m in metrics.items()},
     }
+    manifest["config"]["metrics"] = records
     run_dir.write_manifest(manifest)
     run_scoring(run_dir, metrics, items, shard_size=shard_size, progress=progress)
-    # The table holds every metric scored into this folder with its current identity.
-    current = {label: record["key"] for label, record in manifest["config"]["metrics"].items()}
-    shards = [p for key in current.values() for g in generators
-              for p in sorted((run_dir.root / "scores" / key / g).glob("*.parquet"))]
-    expected = {s.name for s in _expected_shards(run_dir, manifest, items, shard_size)}
-    table = compile_scores(run_dir, [p for p in shards if p.name in expected])
+    # The table holds every metric scored into this folder, each with its current identity.
+    shards = [path for record in records.values()
+              for path, _ in shard_plan(run_dir, record["key"], items, record["shard_size"]) if path.exists()]
+    table = compile_scores(run_dir, shards)
     log.info("scores: %d rows in %s", len(table), run_dir.scores_path)
 
 
-def _expected_shards(run_dir: RunDir, manifest: dict, items: dict, shard_size: int) -> list[Path]:
-    from eligen_bench.stages.score import shard_name
-
-    paths = []
-    for record in manifest["config"]["metrics"].values():
-        for generator, generator_items in items.items():
-            for start in range(0, len(generator_items), shard_size):
-                chunk = generator_items[start : start + shard_size]
-                paths.append(run_dir.shard_path(record["key"], generator, shard_name(record["key"], chunk)))
-    return paths
-
-
-def _metric_record(metric: Metric) -> dict[str, Any]:
+def _metric_record(metric: Metric, shard_size: int) -> dict[str, Any]:
     return {
+        "shard_size": shard_size,
         "name": metric.name,
         "options": dict(metric.options),
         "identity": metric.identity(),

@@ -54,32 +54,32 @@ def shard_name(metric_key: str, items: Sequence[ScoreItem]) -> str:
     return content_hash([metric_key, [(i.layout.id, i.seed_index, i.image_sha256) for i in items]])
 
 
+def shard_plan(run: RunDir, metric_key: str, items: Mapping[str, list[ScoreItem]],
+               shard_size: int) -> list[tuple[Path, list[ScoreItem]]]:
+    """Every shard file of one metric over the run's images, with the items it covers."""
+    plan = []
+    for generator, generator_items in items.items():
+        for start in range(0, len(generator_items), shard_size):
+            chunk = generator_items[start : start + shard_size]
+            plan.append((run.shard_path(metric_key, generator, shard_name(metric_key, chunk)), chunk))
+    return plan
+
+
 def run_scoring(run: RunDir, metrics: Mapping[str, Metric], items: Mapping[str, list[ScoreItem]],
-                shard_size: int = 16, progress: bool = True) -> list[Path]:
-    """Score what is not scored yet; returns the shard files of the current configuration."""
+                shard_size: int = 16, progress: bool = True) -> None:
+    """Score what is not scored yet, one shard file at a time."""
     from tqdm import tqdm
 
-    shards: list[Path] = []
     for label, metric in metrics.items():
-        key = metric.key
-        todo, done = [], 0
-        for generator, generator_items in items.items():
-            for start in range(0, len(generator_items), shard_size):
-                chunk = generator_items[start : start + shard_size]
-                path = run.shard_path(key, generator, shard_name(key, chunk))
-                shards.append(path)
-                if path.exists():
-                    done += 1
-                else:
-                    todo.append((path, chunk))
-        log.info("score %s: %d shard(s) to score, %d done", label, len(todo), done)
+        plan = shard_plan(run, metric.key, items, shard_size)
+        todo = [(path, chunk) for path, chunk in plan if not path.exists()]
+        log.info("score %s: %d shard(s) to score, %d done", label, len(todo), len(plan) - len(todo))
         total = sum(len(chunk) for _, chunk in todo)
         with tqdm(total=total, desc=f"score {label}", unit="img", disable=not progress or not todo) as bar:
             for path, chunk in todo:
                 rows = metric.score(chunk)
                 _write_rows(path, [{**r.to_record(), "metric": label} for r in rows])
                 bar.update(len(chunk))
-    return shards
 
 
 def _write_rows(path: Path, records: list[dict]) -> None:
