@@ -114,6 +114,9 @@ def _add_report_args(parser: argparse.ArgumentParser) -> None:
                         help="published numbers to compare with (e.g. results/reference/eligen_table1.csv)")
     parser.add_argument("--compare", type=Path, action="append", default=[],
                         help="another run folder to compare with (regression test); repeatable")
+    parser.add_argument("--fail-on-regression", action="store_true",
+                        help="exit 1 when a comparable metric is worse than in a --compare run by more "
+                        "than this run's 95%% interval")
 
 
 if __name__ == "__main__":

@@ -37,8 +37,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     _generate(args, plans, suite, run_dir)
     _score(run_dir, metrics, shard_size=args.shard_size, progress=not args.no_progress)
-    _report(run_dir, args.reference, args.compare)
-    return 0
+    return _report(run_dir, args)
 
 
 def generate(args: argparse.Namespace) -> int:
@@ -148,19 +147,29 @@ def _metric_record(metric: Metric, shard_size: int) -> dict[str, Any]:
 def report(args: argparse.Namespace) -> int:
     run_dir = RunDir(args.out)
     run_dir.require_manifest()
-    _report(run_dir, args.reference, args.compare)
-    return 0
+    return _report(run_dir, args)
 
 
-def _report(run_dir: RunDir, reference: Path | None, others: list[Path]) -> None:
-    from eligen_bench.report import write_report
+def _report(run_dir: RunDir, args: argparse.Namespace) -> int:
+    """Write the report; 1 when --fail-on-regression finds a regression against --compare runs."""
+    from eligen_bench.report import build_report, save_report
+    from eligen_bench.report.compare import regressions
 
     if not run_dir.scores_path.exists():
         raise InputError("no scores.parquet: run `eligen-bench score` first", where=str(run_dir.root))
-    written = write_report(run_dir.root, reference=reference, others=others)
-    for path in written:
+    for other in args.compare:
+        RunDir(other).require_manifest()
+    report = build_report(run_dir.root, reference_csv=args.reference, others=args.compare)
+    for path in save_report(report):
         if path.name in {"table.md", "index.html"}:
             print(f"wrote {path}")
+    if not args.fail_on_regression or report.deltas is None:
+        return 0
+    worse = regressions(report.deltas, report.run.metrics)
+    for row in worse.itertuples(index=False):
+        print(f"regression: {row.generator} {row.metric} {row.this:.4g} vs {row.other_mean:.4g} in {row.other} "
+              f"(interval [{row.ci_low:.4g}, {row.ci_high:.4g}])")
+    return 1 if len(worse) else 0
 
 
 # ls / validate / suite -----------------------------------------------------------------

@@ -27,7 +27,8 @@ def prompt_colour(prompt: str) -> np.ndarray:
 class BoxPainter(Generator):
     name = "box-painter"
     capabilities = Capabilities(boxes=True, masks=True, max_entities=8, resolution=(64, 64))
-    defaults = {"width": 64, "height": 64, "delay": 0.0}
+    defaults = {"width": 64, "height": 64, "delay": 0.0, "skip_every": 0}
+    """`skip_every=n` leaves every n-th entity unpainted: a deliberately worse 'checkpoint'."""
 
     def load(self) -> None:
         self.loads = getattr(self, "loads", 0) + 1
@@ -39,8 +40,10 @@ class BoxPainter(Generator):
             height, width = self.settings["height"], self.settings["width"]
             rng = np.random.default_rng(request.seed)
             pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-            for entity in request.layout.entities:
-                pixels[entity.region(height, width)] = prompt_colour(entity.prompt)
+            skip = int(self.settings["skip_every"])
+            for index, entity in enumerate(request.layout.entities):
+                if not skip or index % skip:
+                    pixels[entity.region(height, width)] = prompt_colour(entity.prompt)
             images.append(Image.fromarray(pixels))
         return images
 

@@ -191,3 +191,23 @@ def test_adapt_notes_say_what_each_method_did_with_the_entities() -> None:
     assert gligen_notes == ["masks replaced by their bounding boxes (method takes boxes only)"]
     assert not boxed.has_masks and boxed.entities[0].bbox == masked.entities[0].bbox
     assert BoxPainter().adapt(masked) == (masked, [])
+
+
+def test_regression_check_fails_only_on_a_worse_comparable_run(tmp_path, capsys) -> None:
+    suite = write_small_suite(tmp_path / "s.jsonl", count=4)
+
+    def run(out: Path, painter: str, *extra: str) -> int:
+        return main(["run", "--suite", str(suite), "--generators", painter, "--metrics", FILL,
+                     "--seeds", "2", "--out", str(out), "--no-progress", *extra])
+
+    assert run(tmp_path / "last", "p=harness_plugins:BoxPainter") == 0
+    same = run(tmp_path / "same", "p=harness_plugins:BoxPainter", "--compare", str(tmp_path / "last"),
+               "--fail-on-regression")
+    assert same == 0
+    capsys.readouterr()
+    worse = run(tmp_path / "worse", "p=harness_plugins:BoxPainter[skip_every=1]", "--compare",
+                str(tmp_path / "last"), "--fail-on-regression")
+    assert worse == 1
+    printed = capsys.readouterr().out
+    assert f"regression: p {FILL}" in printed and "in last" in printed
+    assert (tmp_path / "worse" / "report" / "deltas.md").exists()

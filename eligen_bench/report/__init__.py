@@ -6,7 +6,7 @@ and writes everything under `run_dir/report/`.
 
 from eligen_bench.report.data import MetricInfo, Run, load_run
 from eligen_bench.report.stats import BootstrapOptions, summarize, win_rates
-from eligen_bench.report.write import Report, ReportOptions, build_report, write_report
+from eligen_bench.report.write import Report, ReportOptions, build_report, save_report, write_report
 
 __all__ = [
     "BootstrapOptions",
@@ -16,6 +16,7 @@ __all__ = [
     "Run",
     "build_report",
     "load_run",
+    "save_report",
     "summarize",
     "win_rates",
     "write_report",

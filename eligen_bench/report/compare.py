@@ -83,3 +83,17 @@ def delta_table(summary: pd.DataFrame, other_summary: pd.DataFrame, other_name: 
     return pd.DataFrame.from_records(records, columns=[
         "other", "generator", "metric", "this", "other_mean", "delta", "ci_low", "ci_high", "exceeds_ci",
         "comparable"])
+
+
+def regressions(deltas: pd.DataFrame, metrics: dict) -> pd.DataFrame:
+    """Comparable cells where this run is worse than the other by more than this run's interval.
+
+    `metrics` maps labels to `MetricInfo` (for `higher_is_better`). The test is one-sided on
+    this run's 95% bootstrap interval: a screen for a checkpoint regression, not a paired test.
+    """
+    def worse(row) -> bool:
+        info = metrics.get(row.metric)
+        direction = 1.0 if info is None or info.higher_is_better else -1.0
+        return bool(row.comparable and row.exceeds_ci and direction * row.delta < 0)
+
+    return deltas[[worse(row) for row in deltas.itertuples(index=False)]] if len(deltas) else deltas

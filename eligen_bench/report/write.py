@@ -127,10 +127,14 @@ def write_report(run_dir: str | Path, *, reference: str | Path | None = None,
     `reference`: a CSV of published numbers (results/reference/eligen_table1.csv) to compare with;
     `others`: earlier run folders to compare with (regression test).
     """
-    report = build_report(run_dir, reference_csv=reference, others=others, options=options)
+    return save_report(build_report(run_dir, reference_csv=reference, others=others, options=options))
+
+
+def save_report(report: Report) -> list[Path]:
+    """Write a computed report under its run's `report/` folder; returns the paths written."""
     for warning in report.warnings:
         log.warning("%s", warning)
-    out = Path(run_dir) / "report"
+    out = Path(report.run.path) / "report"
     remove_stale_temporaries(out)
     files = render_files(report)
     written = []
