@@ -211,3 +211,22 @@ def test_regression_check_fails_only_on_a_worse_comparable_run(tmp_path, capsys)
     printed = capsys.readouterr().out
     assert f"regression: p {FILL}" in printed and "in last" in printed
     assert (tmp_path / "worse" / "report" / "deltas.md").exists()
+
+
+def test_corrupt_shard_is_one_clear_error_and_rescored_once_removed(tmp_path, capsys) -> None:
+    suite = write_small_suite(tmp_path / "s.jsonl")
+    out = tmp_path / "run"
+    assert main(run_args(suite, out)) == 0
+    score = ["score", "--out", str(out), "--metrics", FILL, "--no-progress"]
+    assert main(score) == 0
+    table = score_table(out)
+    shard = sorted((out / "scores").rglob("*.parquet"))[0]
+    shard.write_bytes(b"not parquet")
+    capsys.readouterr()
+    assert main(score) == 2
+    err = capsys.readouterr().err
+    assert "unreadable score shard" in err and shard.name in err and err.count("\n") == 1
+    assert score_table(out).equals(table)  # nothing already written was lost
+    shard.unlink()
+    assert main(score) == 0
+    pd.testing.assert_frame_equal(score_table(out), table)

@@ -89,11 +89,21 @@ def _write_rows(path: Path, records: list[dict]) -> None:
     atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
+def _read_shard(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for damaged files
+        raise InputError(f"unreadable score shard ({type(exc).__name__}); delete it and run score again "
+                         "to rescore just that shard", where=str(path)) from None
+
+
 def compile_scores(run: RunDir, shards: Sequence[Path]) -> pd.DataFrame:
     """Concatenate the shards into `scores.parquet`, in a fixed order (identical across resumes)."""
     import pandas as pd
 
-    frames = [pd.read_parquet(path) for path in shards]
+    frames = [_read_shard(path) for path in shards]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
     table = table.sort_values(["metric", "generator", "layout_id", "seed_index", "entity_index"],
                               kind="mergesort").reset_index(drop=True)
