@@ -115,8 +115,8 @@ def _add_report_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", type=Path, action="append", default=[],
                         help="another run folder to compare with (regression test); repeatable")
     parser.add_argument("--fail-on-regression", action="store_true",
-                        help="exit 1 when a comparable metric is worse than in a --compare run by more "
-                        "than this run's 95%% interval")
+                        help="exit 1 when a comparable metric is worse than in a --compare run and the "
+                        "95%% paired bootstrap interval of the difference excludes 0")
 
 
 if __name__ == "__main__":

@@ -286,6 +286,25 @@ def test_comparison_warns_on_mismatched_metric_keys_and_reports_deltas(tmp_path:
     assert TINY_WARNING not in (current / "report" / "table.md").read_text(encoding="utf-8")
 
 
+def test_paired_interval_flags_a_small_consistent_drop(tmp_path: Path) -> None:
+    from eligen_bench.report.compare import regressions
+
+    current = make_run(tmp_path, "current", profile="full")
+    previous = make_run(tmp_path, "previous", profile="full", miou_shift=0.01)
+    report = build_report(current, others=[previous], options=FAST)
+    row = report.deltas.set_index(["generator", "metric"]).loc[("eligen", "miou")]
+    assert row["delta"] == pytest.approx(-1.0)
+    # Every layout dropped by one point, so every paired resample differs by exactly -1.
+    assert row["delta_ci_low"] == pytest.approx(-1.0) and row["delta_ci_high"] == pytest.approx(-1.0)
+    # This run's own interval is wide enough to hide the drop; the paired one is not.
+    assert row["ci_low"] <= row["other_mean"] <= row["ci_high"]
+    assert bool(row["exceeds_ci"])
+    worse = regressions(report.deltas, report.run.metrics)
+    assert list(zip(worse["generator"], worse["metric"], strict=True)) == [("eligen", "miou")]
+    unchanged = report.deltas.set_index(["generator", "metric"]).loc[("gligen", "miou")]
+    assert unchanged["delta_ci_low"] == 0.0 == unchanged["delta_ci_high"] and not bool(unchanged["exceeds_ci"])
+
+
 def test_comparison_warns_on_suite_and_seed_changes(tmp_path: Path) -> None:
     current = make_run(tmp_path, "current", profile="full")
     other = make_run(tmp_path, "older", profile="full")

@@ -60,37 +60,43 @@ def comparable_metrics(run: Run, other: Run) -> set[str]:
 
 
 def delta_table(summary: pd.DataFrame, other_summary: pd.DataFrame, other_name: str,
-                comparable: set[str] | None = None) -> pd.DataFrame:
+                comparable: set[str] | None = None,
+                paired: dict[tuple[str, str], tuple[float, float]] | None = None) -> pd.DataFrame:
     """This run minus the other run per (generator, metric) both have.
 
-    `exceeds_ci` is True when the other run's mean lies outside this run's 95% interval,
-    i.e. the difference is larger than this run's own sampling uncertainty. `comparable` is
-    False for labels outside `comparable` (all labels count as comparable when it is None).
+    `paired` gives, per (generator, label), the interval of the difference under a shared layout
+    resampling (`stats.paired_difference_interval`); `exceeds_ci` is True when that interval
+    excludes 0. Cells without one (run-level statistics such as COCO AP) fall back to asking
+    whether the other run's mean lies outside this run's own interval. `comparable` is False
+    for labels outside `comparable` (all labels count as comparable when it is None).
     """
     import pandas as pd
 
+    paired = paired or {}
     theirs = {(r.generator, r.metric): r for r in other_summary.itertuples(index=False)}
     records = []
     for row in summary.itertuples(index=False):
         other = theirs.get((row.generator, row.metric))
         if other is None or not math.isfinite(row.mean) or not math.isfinite(other.mean):
             continue
-        exceeds = bool(math.isfinite(row.ci_low) and not row.ci_low <= other.mean <= row.ci_high)
+        low, high = paired.get((row.generator, row.metric), (math.nan, math.nan))
+        if math.isfinite(low):
+            exceeds = not low <= 0.0 <= high
+        else:
+            exceeds = bool(math.isfinite(row.ci_low) and not row.ci_low <= other.mean <= row.ci_high)
         records.append({"other": other_name, "generator": row.generator, "metric": row.metric,
                         "this": row.mean, "other_mean": other.mean, "delta": row.mean - other.mean,
+                        "delta_ci_low": low, "delta_ci_high": high,
                         "ci_low": row.ci_low, "ci_high": row.ci_high, "exceeds_ci": exceeds,
                         "comparable": comparable is None or row.metric in comparable})
     return pd.DataFrame.from_records(records, columns=[
-        "other", "generator", "metric", "this", "other_mean", "delta", "ci_low", "ci_high", "exceeds_ci",
-        "comparable"])
+        "other", "generator", "metric", "this", "other_mean", "delta", "delta_ci_low", "delta_ci_high",
+        "ci_low", "ci_high", "exceeds_ci", "comparable"])
 
 
 def regressions(deltas: pd.DataFrame, metrics: dict) -> pd.DataFrame:
-    """Comparable cells where this run is worse than the other by more than this run's interval.
-
-    `metrics` maps labels to `MetricInfo` (for `higher_is_better`). The test is one-sided on
-    this run's 95% bootstrap interval: a screen for a checkpoint regression, not a paired test.
-    """
+    """Comparable cells where this run is worse than the other and the difference's interval
+    excludes 0 (`delta_table`'s `exceeds_ci`). `metrics` maps labels to `MetricInfo`."""
     def worse(row) -> bool:
         info = metrics.get(row.metric)
         direction = 1.0 if info is None or info.higher_is_better else -1.0

@@ -124,6 +124,38 @@ def _aggregator(name: str):  # noqa: ANN202 - a bound classmethod or None
         return None
 
 
+def layout_sums(run: Run, label: str, generator: str, layout_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per layout (in `layout_ids` order): the sum and the number of valid values of one cell."""
+    scores = run.scores
+    rows = scores[(scores["metric"] == label) & (scores["generator"] == generator) & valid_mask(scores)]
+    grouped = rows.groupby("layout_id")["value"]
+    sums = grouped.sum().reindex(layout_ids, fill_value=0.0).to_numpy(float)
+    counts = grouped.count().reindex(layout_ids, fill_value=0).to_numpy(float)
+    return sums, counts
+
+
+def paired_difference_interval(run: Run, other: Run, label: str, generator: str,
+                               options: BootstrapOptions) -> tuple[float, float]:
+    """Percentile interval (scaled) of mean(run) - mean(other) under one shared layout resampling.
+
+    Both runs are resampled with the same layouts in each draw, so the interval reflects the
+    difference between them on the same suite and seeds, not each run's own spread.
+    """
+    theirs = {layout.id for layout in other.suite.layouts}
+    ids = [layout.id for layout in run.suite.layouts if layout.id in theirs]
+    ours_sums, ours_counts = layout_sums(run, label, generator, ids)
+    their_sums, their_counts = layout_sums(other, label, generator, ids)
+    weights = layout_weights(len(ids), options)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diffs = (weights @ ours_sums) / (weights @ ours_counts) - (weights @ their_sums) / (weights @ their_counts)
+    diffs = diffs[np.isfinite(diffs)]
+    if diffs.size == 0:
+        return float("nan"), float("nan")
+    tail = (1.0 - options.confidence) / 2.0 * 100.0
+    low, high = np.percentile(diffs, [tail, 100.0 - tail]) * run.metrics[label].scale
+    return float(low), float(high)
+
+
 def expected_rows(run: Run, info: MetricInfo) -> int:
     """Rows one generator should have for a metric once the run is complete."""
     per_seed = sum(len(layout.entities) for layout in run.suite.layouts) if info.level == "entity" \

@@ -115,8 +115,12 @@ def _compare_runs(report: Report, others: Sequence[str | Path]) -> pd.DataFrame:
         report.warnings += [f"compared run {other.name}: {w}" for w in other.warnings
                             if w not in report.run.warnings]
         report.warnings += compare.comparability_warnings(report.run, other)
+        comparable = compare.comparable_metrics(report.run, other)
+        paired = {(generator, label): stats.paired_difference_interval(report.run, other, label, generator,
+                                                                      report.options.bootstrap)
+                  for label in comparable for generator in report.run.generators if generator in other.generators}
         parts.append(compare.delta_table(report.summary, stats.summarize(other, report.options.bootstrap),
-                                         other.name, compare.comparable_metrics(report.run, other)))
+                                         other.name, comparable, paired))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -301,8 +305,10 @@ def _reference_table(report: Report) -> tables.Table:
 
 def _delta_table(report: Report) -> tables.Table:
     table = tables.frame_table(report.deltas, decimals=report.options.decimals)
-    table.notes.append("delta = this run - other run; exceeds_ci: the other run's mean lies outside this "
-                       "run's interval; comparable: same suite, seeds and metric key (see the warnings).")
+    table.notes.append("delta = this run - other run; delta_ci: 95% paired bootstrap interval of the "
+                       "difference (both runs resampled with the same layouts); exceeds_ci: that interval "
+                       "excludes 0 (without one: the other run's mean lies outside this run's interval); "
+                       "comparable: same suite, seeds and metric key (see the warnings).")
     return table
 
 
