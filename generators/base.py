@@ -132,6 +132,14 @@ class Generator(ABC):
         self._loaded = False
 
 
+def release_cuda_memory() -> None:
+    """Hand cached CUDA blocks back after a generator closes, so the next model fits."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def entity_prompts(layout: Layout) -> list[str]:
     return [e.prompt for e in layout.entities]
 

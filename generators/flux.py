@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from eligen_bench.errors import InputError
-from eligen_bench.generators.base import Capabilities, Generator
+from eligen_bench.generators.base import Capabilities, Generator, release_cuda_memory
 from eligen_bench.layout import Layout
 from eligen_bench.requests import GenerationRequest
 
@@ -122,6 +122,7 @@ class FluxFamily(Generator):
     def close(self) -> None:
         self._pipe = None
         self._loaded = False
+        release_cuda_memory()
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None

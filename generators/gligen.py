@@ -34,6 +34,7 @@ from eligen_bench.generators.base import (
     Generator,
     entity_boxes,
     entity_prompts,
+    release_cuda_memory,
 )
 
 if TYPE_CHECKING:
@@ -201,13 +202,6 @@ def resolve_dtype(name: str, device: str) -> Any:
     if name == "auto":
         return torch.float16 if str(device).startswith("cuda") else torch.float32
     return getattr(torch, name)
-
-
-def release_cuda_memory() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _open_gates(unet: Any) -> None:

@@ -28,12 +28,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from eligen_bench.errors import InputError
-from eligen_bench.generators.base import Capabilities, GenerationRequest, Generator
+from eligen_bench.generators.base import (
+    Capabilities,
+    GenerationRequest,
+    Generator,
+    release_cuda_memory,
+)
 from eligen_bench.generators.gligen import (
     TINY_MODEL_ID,
     check_sd_settings,
     load_sd_source,
-    release_cuda_memory,
     resolve_dtype,
 )
 from eligen_bench.layout import Layout
