@@ -87,6 +87,17 @@ class Detections:
         if self.masks is not None and self.masks.shape[0] != n:
             raise ValueError(f"{self.masks.shape[0]} masks for {n} detections")
 
+    def top(self, conf: float, max_det: int) -> Detections:
+        """Those at or above `conf`, highest first, at most `max_det`.
+
+        Equal to a detector call at that threshold and cap: NMS suppresses a box only through a
+        higher-scoring one, so lowering the threshold adds boxes below it and changes none above.
+        """
+        order = [i for i in np.argsort(-self.scores, kind="stable") if self.scores[i] >= conf][:max_det]
+        masks = None if self.masks is None else self.masks[order]
+        return Detections(self.boxes[order].reshape(-1, 4), self.scores[order], tuple(self.labels[i] for i in order),
+                          masks)
+
     @classmethod
     def empty(cls) -> Detections:
         return cls(np.zeros((0, 4)), np.zeros((0,)), ())

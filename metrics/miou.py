@@ -22,6 +22,10 @@ recorded in every row's metric key:
 compared (mask IoU at the generated image's resolution, the layout mask resized to it) with
 the best same-class predicted instance mask; entities without a mask are 'excluded'.
 
+``miou`` and ``coco_ap`` read the same detections: one detector pass per image at COCO AP's
+threshold (0.001, 300 boxes), memoised in the run's model cache, from which each metric keeps
+what its own ``conf`` and ``max_det`` give (identical to a direct call with them).
+
 Checkpoints load with ``torch.load(weights_only=True)`` through ultralytics' allow-list;
 ``allow_pickle=True`` opts into full unpickling for checkpoints that need it.
 
@@ -44,6 +48,9 @@ from eligen_bench.metrics.base import Metric, ScoreItem, ScoreRow, row
 from eligen_bench.tiny import TINY_WARNING
 
 TINY_OVERRIDES = {"conf": 1e-5, "imgsz": 320, "max_det": 100}
+# The box detectors of a run (miou, coco_ap) share one pass per image at COCO AP's threshold
+# and cap; each metric then keeps what its own `conf` and `max_det` would have given.
+SHARED_CONF, SHARED_MAX_DET = 0.001, 300
 # Options that change how a model is loaded but never the numbers it gives.
 _NOT_IN_IDENTITY = ("allow_pickle",)
 
@@ -94,9 +101,11 @@ class YoloMetric(Metric):
         device = self.resolve_device()
         if self.profile == "tiny":
             key = ("yolo", "tiny", self.task, device)
+            self._model_key = key
             return self.cache.get(key, lambda: det.tiny_yolo(self.task).to(device))
         weights = str(self.options["weights"])
         key = ("yolo", weights, self.profile, device)
+        self._model_key = key
         model = self.cache.get(key, lambda: det.load_yolo(
             weights, allow_pickle=bool(self.options["allow_pickle"]), device=device))
         if model.task != self.task:
@@ -104,13 +113,32 @@ class YoloMetric(Metric):
                              where=f"metric {self.name!r}", field="weights")
         return model
 
+    _model_key: tuple | None = None
+
     def run_detector(self, items: Sequence[ScoreItem]) -> list[det.Detections]:
-        """One batched detector call over the items' images."""
+        """The items' detections at this metric's threshold and cap, from one batched call.
+
+        Box detections come from a pass shared with the run's other box metrics (memoised per
+        image in the run's model cache); instance masks are too large to keep and are not shared.
+        """
         o = self.options
-        images = [item.load_image() for item in items]
+        conf, max_det = float(o["conf"]), int(o["max_det"])
+        if self.task == "segment":
+            return self._detect(items, conf, max_det)
+        shared_conf, shared_max = min(SHARED_CONF, conf), max(SHARED_MAX_DET, max_det)
+        model_key = self._model_key or ("injected", id(self.model))
+        memo = self.cache.get(("yolo-detections", model_key, int(o["imgsz"]), float(o["iou"]), shared_conf,
+                               shared_max), dict)
+        missing = list({item.image_sha256: item for item in items if item.image_sha256 not in memo}.values())
+        for item, found in zip(missing, self._detect(missing, shared_conf, shared_max), strict=True):
+            memo[item.image_sha256] = found
+        return [memo[item.image_sha256].top(conf, max_det) for item in items]
+
+    def _detect(self, items: Sequence[ScoreItem], conf: float, max_det: int) -> list[det.Detections]:
+        o = self.options
         return det.detect(
-            self.model, images, imgsz=int(o["imgsz"]), conf=float(o["conf"]), iou=float(o["iou"]),
-            max_det=int(o["max_det"]), device=self.resolve_device(), masks=self.task == "segment",
+            self.model, [item.load_image() for item in items], imgsz=int(o["imgsz"]), conf=conf,
+            iou=float(o["iou"]), max_det=max_det, device=self.resolve_device(), masks=self.task == "segment",
         )
 
     def _extra(self) -> dict[str, Any]:

@@ -231,6 +231,28 @@ def test_miou_end_to_end_matches_independent_computation(images: list[Path], cac
         assert r.detail["warning"].startswith("tiny profile")
 
 
+def test_box_metrics_share_one_detector_pass_with_direct_call_results(images: list[Path]) -> None:
+    shared = ModelCache()
+    miou = MIoU(profile="tiny", cache=shared, device="cpu")
+    miou.ensure_loaded()
+    calls: list[int] = []
+    predict = miou.model.predict
+    miou.model.predict = lambda sources, **kw: calls.append(len(sources)) or predict(sources, **kw)
+    items = [_item(_scene(), p, k) for k, p in enumerate(images)]
+    miou.score(items)
+    CocoAP(profile="tiny", cache=shared, device="cpu").score(items)
+    assert calls == [len(images)]  # one pass serves both metrics
+    # A stricter threshold and cap from the shared pass equal a direct call with them.
+    floor = miou.run_detector(items[:1])[0]
+    threshold = float(np.median(floor.scores))
+    direct = det.detect(miou.model, [items[0].load_image()], imgsz=320, conf=threshold, iou=0.7, max_det=5,
+                        device="cpu")[0]
+    kept = floor.top(threshold, 5)
+    assert kept.labels == direct.labels
+    np.testing.assert_allclose(kept.boxes, direct.boxes, atol=1e-6)
+    np.testing.assert_allclose(kept.scores, direct.scores, atol=1e-6)
+
+
 def test_yolo_checkpoint_roundtrip_and_pickle_opt_in(tmp_path: Path, images: list[Path], cache: ModelCache) -> None:
     import torch
 
