@@ -16,6 +16,7 @@ from eligen_bench.rundir import RunDir
 from eligen_bench.specs import parse_specs
 from eligen_bench.stages.generate import (
     GenerationPlan,
+    input_image,
     pending_requests,
     plan_generation,
     run_generation,
@@ -198,6 +199,12 @@ def _describe(kind: str, obj: Any) -> str:
 
 def validate(args: argparse.Namespace) -> int:
     suite, problems = validate_suite_file(args.suite_file)
+    for layout in suite.layouts if suite is not None else ():
+        if layout.init_image is not None:
+            try:
+                input_image(suite, layout)
+            except InputError as exc:
+                problems.append(exc)
     if suite is not None and args.generators:
         for spec in parse_specs(args.generators, kind="generator"):
             generator = make_generator(spec, profile="tiny", device="cpu")

@@ -195,10 +195,16 @@ class Layout:
     """Canvas height in pixels."""
     source: str | None = None
     """Where the layout came from, e.g. 'coco2017val:397133'."""
+    init_image: str | None = None
+    """Input image for inpainting (entities are painted into it): a path, relative to the suite
+    file's folder or absolute. Only generators with the `inpainting` capability take it."""
 
     def __post_init__(self) -> None:
         where = f"layout {self.id!r}"
         check_id(self.id, where=where)
+        if self.init_image is not None and (not isinstance(self.init_image, str) or not self.init_image.strip()
+                                            or "\0" in self.init_image):
+            raise InputError("must be a non-empty path string or absent", where=where, field="init_image")
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise InputError("must be a non-empty string", where=where, field="prompt")
         for name in ("width", "height"):
@@ -231,6 +237,8 @@ class Layout:
         }
         if self.source is not None:
             data["source"] = self.source
+        if self.init_image is not None:
+            data["init_image"] = self.init_image
         return data
 
     @classmethod
@@ -243,7 +251,7 @@ class Layout:
         for key in ("id", "prompt"):
             if key not in data:
                 raise InputError("missing required field", where=where, field=key)
-        unknown = set(data) - {"id", "prompt", "entities", "width", "height", "source"}
+        unknown = set(data) - {"id", "prompt", "entities", "width", "height", "source", "init_image"}
         if unknown:
             raise InputError(f"unknown field(s) {sorted(unknown)}", where=where)
         raw_entities = data.get("entities", [])
@@ -258,6 +266,7 @@ class Layout:
                 width=data.get("width", 1024),
                 height=data.get("height", 1024),
                 source=None if data.get("source") is None else str(data["source"]),
+                init_image=data.get("init_image"),
             )
         except InputError as exc:
             raise InputError(exc.message, where=where, field=exc.field) from None

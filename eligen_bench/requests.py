@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from eligen_bench.hashing import content_hash
+from eligen_bench.hashing import content_hash, file_sha256
 from eligen_bench.layout import Layout
 
 
@@ -23,16 +23,21 @@ class GenerationRequest:
     """The generator's identity: name, profile, settings and model ids (`Generator.identity()`)."""
     init_image: str | None = None
     """Path of an input image, for inpainting requests; None for generation from noise."""
+    init_image_sha256: str | None = None
+    """Hash of the input image's file: its content, not its path, is part of the key."""
 
     @property
     def key(self) -> str:
         """Hash of layout + seed + generator identity (+ input image): equal keys, equal images."""
+        layout = self.layout.to_dict()
+        layout.pop("init_image", None)  # where the file lies does not change the image
         return content_hash(
             {
-                "layout": self.layout.to_dict(),
+                "layout": layout,
                 "seed": self.seed,
                 "generator": self.generator,
-                "init_image": self.init_image,
+                "init_image": None if self.init_image is None
+                else self.init_image_sha256 or file_sha256(self.init_image),
             }
         )
 

@@ -32,6 +32,8 @@ class Suite:
     """One line on what the suite holds and where it came from."""
     notes: tuple[str, ...] = field(default=())
     """Facts a reader of the results must know (e.g. 'things only, no stuff classes')."""
+    folder: str | None = field(default=None, compare=False)
+    """The folder relative `init_image` paths resolve against (the suite file's); not content."""
 
     def __post_init__(self) -> None:
         check_id(self.name, where="suite", what="name")
@@ -63,7 +65,16 @@ class Suite:
         """The first `limit` layouts (all when None), for quick runs."""
         if limit is None or limit >= len(self.layouts):
             return self
-        return Suite(self.name, self.version, self.layouts[:limit], self.description, self.notes)
+        return Suite(self.name, self.version, self.layouts[:limit], self.description, self.notes, self.folder)
+
+    def input_path(self, layout: Layout) -> Path | None:
+        """The absolute path of a layout's `init_image` (None when it has none)."""
+        if layout.init_image is None:
+            return None
+        path = Path(layout.init_image).expanduser()
+        if not path.is_absolute():
+            path = Path(self.folder or ".") / path
+        return path.resolve()
 
     def write(self, path: str | Path) -> None:
         """Write atomically: a reader never sees half a suite."""
@@ -130,6 +141,7 @@ def _parse(path: Path, *, stop_at_first: bool) -> tuple[Suite | None, list[Input
             layouts=tuple(layouts),
             description=str(header.get("description", "")),
             notes=tuple(header.get("notes", ())),
+            folder=str(path.resolve().parent),
         )
     except InputError as exc:
         return None, [InputError(str(exc), where=str(path))]
@@ -137,7 +149,8 @@ def _parse(path: Path, *, stop_at_first: bool) -> tuple[Suite | None, list[Input
     if recorded and recorded != suite.hash:
         # Edited by hand after it was written: still usable, but say so in the suite's notes.
         suite = Suite(suite.name, suite.version, suite.layouts, suite.description,
-                      suite.notes + (f"content hash {suite.hash} differs from the header's {recorded}",))
+                      suite.notes + (f"content hash {suite.hash} differs from the header's {recorded}",),
+                      suite.folder)
     return suite, []
 
 

@@ -11,7 +11,8 @@ protocol lines (anything the method prints goes to stderr).
   worker -> {"type": "result", "id": n, "images": [{"path": str, "sha256": str}, ...]}
             or {"type": "error", "id": n, "message": str}
   client -> {"type": "close"}
-A request is {"layout": Layout.to_dict(), "seed_index": int, "seed": int, "init_image": str|null};
+A request is {"layout": Layout.to_dict(), "seed_index": int, "seed": int, "init_image": str|null,
+"init_image_sha256": str|null} (the input image's resolved path and content hash);
 images are PNG files the worker writes into out_dir and the client reads back.
 """
 
@@ -48,6 +49,7 @@ def request_to_json(request: GenerationRequest) -> dict[str, Any]:
         "seed_index": request.seed_index,
         "seed": request.seed,
         "init_image": request.init_image,
+        "init_image_sha256": request.init_image_sha256,
     }
 
 
@@ -58,6 +60,7 @@ def request_from_json(data: dict[str, Any], identity: dict[str, Any]) -> Generat
         seed=int(data["seed"]),
         generator=identity,
         init_image=data.get("init_image"),
+        init_image_sha256=data.get("init_image_sha256"),
     )
 
 

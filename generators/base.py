@@ -105,6 +105,9 @@ class Generator(ABC):
                 where=f"layout {layout.id!r}",
                 field="entities",
             )
+        if layout.init_image is not None and not caps.inpainting:
+            raise InputError(f"has an input image, but {self.name} cannot inpaint",
+                             where=f"layout {layout.id!r}", field="init_image")
         notes: list[str] = []
         if layout.entities and not caps.boxes and not caps.masks:
             notes.append("entities not used (method takes the global prompt only)")

@@ -26,7 +26,7 @@ def prompt_colour(prompt: str) -> np.ndarray:
 
 class BoxPainter(Generator):
     name = "box-painter"
-    capabilities = Capabilities(boxes=True, masks=True, max_entities=8, resolution=(64, 64))
+    capabilities = Capabilities(boxes=True, masks=True, inpainting=True, max_entities=8, resolution=(64, 64))
     defaults = {"width": 64, "height": 64, "delay": 0.0, "skip_every": 0}
     """`skip_every=n` leaves every n-th entity unpainted: a deliberately worse 'checkpoint'."""
 
@@ -40,6 +40,9 @@ class BoxPainter(Generator):
             height, width = self.settings["height"], self.settings["width"]
             rng = np.random.default_rng(request.seed)
             pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+            if request.init_image is not None:  # inpainting: paint the entities into the input
+                with Image.open(request.init_image) as init:
+                    pixels = np.array(init.convert("RGB").resize((width, height)))
             skip = int(self.settings["skip_every"])
             for index, entity in enumerate(request.layout.entities):
                 if not skip or index % skip:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -230,3 +231,53 @@ def test_corrupt_shard_is_one_clear_error_and_rescored_once_removed(tmp_path, ca
     shard.unlink()
     assert main(score) == 0
     pd.testing.assert_frame_equal(score_table(out), table)
+
+
+def test_inpainting_inputs_resolve_from_the_suite_folder_and_key_on_content(tmp_path, capsys) -> None:
+    import shutil
+
+    from PIL import Image
+
+    from eligen_bench.layout import Layout
+
+    folder = tmp_path / "suite"
+    (folder / "inputs").mkdir(parents=True)
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(folder / "inputs" / "garden.png")
+    base = small_suite().layouts[1]
+    layout = Layout("inpaint", "a garden", base.entities, 64, 64, init_image="inputs/garden.png")
+    Suite("inpaint", "1", (layout,)).write(folder / "s.jsonl")
+    out = tmp_path / "run"
+    assert main(run_args(folder / "s.jsonl", out)) == 0
+    image = np.asarray(Image.open(out / "images" / "painter" / "inpaint_0.png").convert("RGB"))
+    region = base.entities[0].region(64, 64)
+    assert (image[~region] == (10, 200, 30)).all()  # the background is the input image
+
+    # Moving the suite with its inputs changes nothing; changing the input's content does.
+    moved = tmp_path / "moved"
+    shutil.copytree(folder, moved)
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    assert main(run_args(moved / "s.jsonl", out)) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == stamps
+    Image.new("RGB", (64, 64), (0, 0, 255)).save(moved / "inputs" / "garden.png")
+    assert main(run_args(moved / "s.jsonl", out)) == 0
+    image = np.asarray(Image.open(out / "images" / "painter" / "inpaint_0.png").convert("RGB"))
+    assert (image[~region] == (0, 0, 255)).all()
+
+    capsys.readouterr()
+    (moved / "inputs" / "garden.png").unlink()
+    assert main(run_args(moved / "s.jsonl", tmp_path / "missing")) == 2
+    err = capsys.readouterr().err
+    assert "layout 'inpaint'" in err and "init_image" in err and "garden.png" in err
+    assert main(["generate", "--suite", str(folder / "s.jsonl"), "--generators", "gligen", "--profile", "tiny",
+                 "--out", str(tmp_path / "gligen")]) == 2
+    assert "gligen cannot inpaint" in capsys.readouterr().err
+    assert not (tmp_path / "missing").exists() and not (tmp_path / "gligen").exists()
+
+
+def test_validate_checks_input_images(tmp_path, capsys) -> None:
+    from eligen_bench.layout import Layout
+
+    layout = Layout("inpaint", "a garden", small_suite().layouts[1].entities, 64, 64, init_image="nope.png")
+    Suite("inpaint", "1", (layout,)).write(tmp_path / "s.jsonl")
+    assert main(["validate", str(tmp_path / "s.jsonl")]) == 2
+    assert "layout 'inpaint': init_image: cannot read input image" in capsys.readouterr().out

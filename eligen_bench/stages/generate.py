@@ -7,7 +7,10 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from eligen_bench.errors import InputError
 from eligen_bench.generators.base import Generator
+from eligen_bench.hashing import file_sha256
+from eligen_bench.layout import Layout
 from eligen_bench.requests import GenerationRequest
 from eligen_bench.rundir import RunDir
 from eligen_bench.seeds import derive_seed
@@ -39,6 +42,7 @@ def plan_generation(suite: Suite, generators: Mapping[str, Generator], seeds: in
     """Adapt every layout to every generator first, so bad input fails before anything is written."""
     plans = []
     seed_table = seeds_for(suite, seeds, base_seed)
+    inputs = {layout.id: input_image(suite, layout) for layout in suite.layouts if layout.init_image}
     for label, generator in generators.items():
         identity = generator.identity()
         notes: Counter[str] = Counter()
@@ -46,10 +50,26 @@ def plan_generation(suite: Suite, generators: Mapping[str, Generator], seeds: in
         for layout in suite.layouts:
             adapted, layout_notes = generator.adapt(layout)
             notes.update(layout_notes)
+            path, sha = inputs.get(layout.id, (None, None))
             for index, seed in enumerate(seed_table[layout.id]):
-                requests.append(GenerationRequest(adapted, index, seed, identity))
+                requests.append(GenerationRequest(adapted, index, seed, identity, path, sha))
         plans.append(GenerationPlan(label, generator, tuple(requests), dict(notes)))
     return plans
+
+
+def input_image(suite: Suite, layout: Layout) -> tuple[str, str]:
+    """The resolved path and content hash of a layout's input image; InputError when unreadable."""
+    from PIL import Image
+
+    path = suite.input_path(layout)
+    assert path is not None
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (OSError, SyntaxError) as exc:  # PIL's errors for missing, truncated, not-an-image
+        raise InputError(f"cannot read input image {str(path)!r} ({type(exc).__name__})",
+                         where=f"layout {layout.id!r}", field="init_image") from None
+    return str(path), file_sha256(path)
 
 
 def pending_requests(run: RunDir, plan: GenerationPlan) -> list[GenerationRequest]:
