@@ -21,6 +21,7 @@ from eligen_bench.stages.generate import (
     plan_generation,
     run_generation,
     seeds_for,
+    suite_inputs,
 )
 from eligen_bench.stages.score import collect_items, compile_scores, run_scoring, shard_plan
 from eligen_bench.suite import Suite, read_suite, resolve_suite, validate_suite_file
@@ -88,6 +89,8 @@ def _generate(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suit
     manifest["profile"] = args.profile
     manifest["seeds"] = seeds_for(suite, args.seeds, args.base_seed)
     manifest["adapt_notes"] = {p.label: p.notes for p in plans}
+    manifest["inputs"] = {layout_id: {"path": path, "sha256": sha}
+                          for layout_id, (path, sha) in suite_inputs(suite).items()}
     manifest["warnings"] = [TINY_WARNING] if args.profile == "tiny" else []
     manifest["warnings"] += [f"suite note: {note}" for note in suite.notes]
     run_dir.write_manifest(manifest)
@@ -116,7 +119,8 @@ def _make_metrics(text: str | None, *, profile: str, device: str | None, batch_s
 def _score(run_dir: RunDir, metrics: dict[str, Metric], *, shard_size: int, progress: bool) -> None:
     manifest = run_dir.require_manifest()
     suite = read_suite(run_dir.suite_path)
-    items = collect_items(run_dir, suite, list(manifest["config"]["generators"]), manifest["seeds"])
+    items = collect_items(run_dir, suite, list(manifest["config"]["generators"]), manifest["seeds"],
+                          manifest.get("inputs"))
     records = {
         **manifest["config"].get("metrics", {}),
         **{label: _metric_record(m, shard_size) for label, m in metrics.items()},

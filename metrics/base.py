@@ -40,6 +40,8 @@ class ScoreItem:
     """The PNG on disk."""
     image_sha256: str
     """Hash of the PNG file, recorded in every row."""
+    init_image: Path | None = None
+    """The input image of an inpainting layout (see `Layout.init_image`); None otherwise."""
 
     def load_image(self) -> Image.Image:
         from PIL import Image

@@ -42,7 +42,7 @@ def plan_generation(suite: Suite, generators: Mapping[str, Generator], seeds: in
     """Adapt every layout to every generator first, so bad input fails before anything is written."""
     plans = []
     seed_table = seeds_for(suite, seeds, base_seed)
-    inputs = {layout.id: input_image(suite, layout) for layout in suite.layouts if layout.init_image}
+    inputs = suite_inputs(suite)
     for label, generator in generators.items():
         identity = generator.identity()
         notes: Counter[str] = Counter()
@@ -55,6 +55,11 @@ def plan_generation(suite: Suite, generators: Mapping[str, Generator], seeds: in
                 requests.append(GenerationRequest(adapted, index, seed, identity, path, sha))
         plans.append(GenerationPlan(label, generator, tuple(requests), dict(notes)))
     return plans
+
+
+def suite_inputs(suite: Suite) -> dict[str, tuple[str, str]]:
+    """Resolved path and content hash of every input image of the suite, by layout id."""
+    return {layout.id: input_image(suite, layout) for layout in suite.layouts if layout.init_image}
 
 
 def input_image(suite: Suite, layout: Layout) -> tuple[str, str]:

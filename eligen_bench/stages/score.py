@@ -28,19 +28,24 @@ COLUMNS = ["metric", "generator", "layout_id", "seed_index", "seed", "entity_ind
            "status", "detail", "image_sha256", "metric_key"]
 
 
-def collect_items(run: RunDir, suite: Suite, generators: Sequence[str],
-                  seed_table: Mapping[str, list[int]]) -> dict[str, list[ScoreItem]]:
-    """The images to score, per generator; all must exist (generate first)."""
+def collect_items(run: RunDir, suite: Suite, generators: Sequence[str], seed_table: Mapping[str, list[int]],
+                  inputs: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, list[ScoreItem]]:
+    """The images to score, per generator; all must exist (generate first).
+
+    `inputs` maps layout ids to the input images generation used ({'path', 'sha256'}).
+    """
+    inputs = inputs or {}
     items: dict[str, list[ScoreItem]] = {}
     for label in generators:
         found, missing = [], []
         for layout in suite.layouts:
+            init = Path(inputs[layout.id]["path"]) if layout.id in inputs else None
             for index, seed in enumerate(seed_table[layout.id]):
                 path = run.image_path(label, f"{layout.id}_{index}")
                 if run.image_key(path) is None:
                     missing.append(path.name)
                     continue
-                found.append(ScoreItem(label, layout, index, seed, path, file_sha256(path)))
+                found.append(ScoreItem(label, layout, index, seed, path, file_sha256(path), init))
         if missing:
             raise InputError(
                 f"{len(missing)} image(s) of {label!r} not generated yet (e.g. {missing[0]}); run generate first",
