@@ -21,7 +21,6 @@ from eligen_bench.stages.generate import (
     plan_generation,
     run_generation,
     seeds_for,
-    suite_inputs,
 )
 from eligen_bench.stages.score import collect_items, compile_scores, run_scoring, shard_plan
 from eligen_bench.suite import Suite, read_suite, resolve_suite, validate_suite_file
@@ -89,8 +88,8 @@ def _generate(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suit
     manifest["profile"] = args.profile
     manifest["seeds"] = seeds_for(suite, args.seeds, args.base_seed)
     manifest["adapt_notes"] = {p.label: p.notes for p in plans}
-    manifest["inputs"] = {layout_id: {"path": path, "sha256": sha}
-                          for layout_id, (path, sha) in suite_inputs(suite).items()}
+    manifest["inputs"] = {r.layout.id: {"path": r.init_image, "sha256": r.init_image_sha256}
+                          for plan in plans for r in plan.requests if r.init_image is not None}
     manifest["warnings"] = [TINY_WARNING] if args.profile == "tiny" else []
     manifest["warnings"] += [f"suite note: {note}" for note in suite.notes]
     run_dir.write_manifest(manifest)
