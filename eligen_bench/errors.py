@@ -37,3 +37,23 @@ def check_plugin_options(kind: str, name: str, profile: str, defaults: Mapping[s
     if unknown:
         raise InputError(f"unknown option(s) {sorted(unknown)}; {name} takes {sorted(defaults)}",
                          where=f"{kind} {name!r}")
+    for key, value in options.items():
+        expected = _expected_type(defaults[key], value)
+        if expected:
+            raise InputError(f"must be {expected} (like its default {defaults[key]!r}), got {value!r}",
+                             where=f"{kind} {name!r}", field=key)
+
+
+def _expected_type(default: Any, value: Any) -> str | None:
+    """What `value` should be, judged by the option's default; None when it fits (or can't tell)."""
+    if default is None or value is None:
+        return None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, int):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if isinstance(default, float):
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "a string"
+    return None

@@ -281,3 +281,22 @@ def test_validate_checks_input_images(tmp_path, capsys) -> None:
     Suite("inpaint", "1", (layout,)).write(tmp_path / "s.jsonl")
     assert main(["validate", str(tmp_path / "s.jsonl")]) == 2
     assert "layout 'inpaint': init_image: cannot read input image" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        ("--generators=eligen[lora_scale=x]", "lora_scale: must be a number"),
+        ("--generators=gligen[steps=2.5]", "steps: must be an integer"),
+        ("--generators=regional-flux[cfg_entity_control=1]", "unknown option"),
+        ("--metrics=miou[conf=abc]", "conf: must be a number"),
+        ("--metrics=vlm_success[judge=3]", "judge: must be a string"),
+        ("--metrics=mps[allow_pickle=yes]", "allow_pickle: must be true or false"),
+    ],
+)
+def test_option_types_are_checked_against_the_defaults(option, expected, tmp_path, capsys) -> None:
+    args = ["run", "--profile", "tiny", "--limit", "1", "--dry-run", "--out", str(tmp_path / "x"),
+            "--generators=flux", "--metrics=clip_global", option]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1
