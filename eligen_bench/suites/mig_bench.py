@@ -47,7 +47,14 @@ def download_mig_bench(dest: Path | None = None) -> Path:
 
     dest = Path(dest) if dest is not None else default_cache_dir("mig_bench", MIGC_COMMIT)
     for name, digest in FILE_SHA256.items():
-        fetch(file_url(name), dest / name, sha256=digest)
+        # The pinned commit first; the default branch is a fallback that the sha256 pin guards.
+        for ref in (MIGC_COMMIT, "main"):
+            try:
+                fetch(file_url(name, ref), dest / name, sha256=digest)
+                break
+            except InputError:
+                if ref == "main":
+                    raise
     return dest
 
 
