@@ -90,8 +90,10 @@ class WorkerGenerator(Generator):
         self.capabilities = Capabilities(**caps)
 
     def identity(self) -> dict[str, Any]:
+        # The worker's own identity: where its interpreter lies is not part of what it makes,
+        # so moving the environment does not regenerate a run.
         assert self._hello is not None
-        return {**self._hello["identity"], "worker_python": self.python}
+        return dict(self._hello["identity"])
 
     def _start(self) -> None:
         command = [self.python, "-m", "eligen_bench.worker", "--target", self.target,

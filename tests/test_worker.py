@@ -86,8 +86,13 @@ def test_cli_runs_a_generator_through_a_worker(tmp_path, worker_env) -> None:
     assert main(args + ["--generators", "p=harness_plugins:BoxPainter", "--out", str(local)]) == 0
     assert main(args + ["--generators", f"p=harness_plugins:BoxPainter[worker_python={sys.executable}]",
                         "--out", str(remote)]) == 0
+    from eligen_bench.rundir import RunDir
+
     for path in (local / "images" / "p").glob("*.png"):
-        assert np.array_equal(np.asarray(_open(path)), np.asarray(_open(remote / "images" / "p" / path.name)))
+        twin = remote / "images" / "p" / path.name
+        assert np.array_equal(np.asarray(_open(path)), np.asarray(_open(twin)))
+        # Same generator, same keys: where it runs is not part of its identity.
+        assert RunDir(local).image_key(path) == RunDir(remote).image_key(twin) is not None
 
 
 def _open(path: Path):
