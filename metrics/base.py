@@ -103,6 +103,10 @@ class ModelCache:
             self._models[key] = build()
         return self._models[key]
 
+    def drop(self, key: tuple) -> None:
+        """Forget one model (the next `get` builds it again)."""
+        self._models.pop(key, None)
+
     def clear(self) -> None:
         self._models.clear()
 
@@ -174,6 +178,13 @@ class Metric(ABC):
         if self.model is None:
             self.model = self.load()
             self._owns_model = True
+
+    def release(self) -> None:
+        """Drop the model this metric loaded (an injected one stays); called when its scoring
+        is done. Metrics with large private models also drop them from the shared cache."""
+        if self._owns_model:
+            self.model = None
+            self._owns_model = False
 
     @abstractmethod
     def load(self) -> Any:

@@ -103,7 +103,21 @@ class VlmSuccess(Metric):
         device = self.resolve_device()
         key = ("vlm_judge", self.judge.model_id, self.judge.revision, self.options["backend"],
                self.profile, device, self.options["dtype"], self.judge.max_new_tokens)
+        self._judge_key = key
         return self.cache.get(key, lambda: self._build(device))
+
+    _judge_key: tuple | None = None
+
+    def release(self) -> None:
+        """Judges are the largest models of a run (7B-19B): free this one before the next metric
+        loads, so a run with the paper's three judges needs memory for one at a time."""
+        owned = self._owns_model
+        super().release()
+        if owned and self._judge_key is not None:
+            self.cache.drop(self._judge_key)
+            from eligen_bench.generators.base import release_cuda_memory
+
+            release_cuda_memory()
 
     def _build(self, device: str) -> Any:
         if self.profile == "tiny":

@@ -256,6 +256,22 @@ def test_tiny_model_is_shared_through_the_cache(tmp_path: Path) -> None:
     second = VlmSuccess(profile="tiny", device="cpu", cache=first.cache, region="box")
     second.ensure_loaded()
     assert second.model is first.model
+    # Once scored, a judge is freed: the cache no longer holds it and the next user rebuilds it.
+    first.release()
+    assert first.model is None and not any(k[0] == "vlm_judge" for k in first.cache._models)
+    first.ensure_loaded()
+    assert first.model is not second.model
+
+
+def test_the_scoring_stage_releases_each_metric_after_its_shards(tmp_path: Path) -> None:
+    from eligen_bench.rundir import RunDir
+    from eligen_bench.stages.score import run_scoring
+
+    metric = VlmSuccess(profile="tiny", batch_size=3, device="cpu")
+    injected = VlmSuccess(profile="tiny", device="cpu", model=FakeJudge({"a": "yes"}))
+    run_scoring(RunDir(tmp_path / "run"), {"a": metric, "b": injected}, {"g": _items(tmp_path)}, progress=False)
+    assert metric.model is None and not any(k[0] == "vlm_judge" for k in metric.cache._models)
+    assert injected.model is not None  # an injected model belongs to the caller
 
 
 @pytest.mark.weights

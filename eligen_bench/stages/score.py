@@ -80,11 +80,14 @@ def run_scoring(run: RunDir, metrics: Mapping[str, Metric], items: Mapping[str, 
         todo = [(path, chunk) for path, chunk in plan if not path.exists()]
         log.info("score %s: %d shard(s) to score, %d done", label, len(todo), len(plan) - len(todo))
         total = sum(len(chunk) for _, chunk in todo)
-        with tqdm(total=total, desc=f"score {label}", unit="img", disable=not progress or not todo) as bar:
-            for path, chunk in todo:
-                rows = metric.score(chunk)
-                _write_rows(path, [{**r.to_record(), "metric": label} for r in rows])
-                bar.update(len(chunk))
+        try:
+            with tqdm(total=total, desc=f"score {label}", unit="img", disable=not progress or not todo) as bar:
+                for path, chunk in todo:
+                    rows = metric.score(chunk)
+                    _write_rows(path, [{**r.to_record(), "metric": label} for r in rows])
+                    bar.update(len(chunk))
+        finally:
+            metric.release()  # one metric's model at a time, beside what the run's cache shares
 
 
 def _write_rows(path: Path, records: list[dict]) -> None:
