@@ -91,10 +91,8 @@ def summarize(run: Run, options: BootstrapOptions | None = None) -> pd.DataFrame
         for generator in run.generators:
             rows = cells.get((label, generator), empty)
             good = rows[rows["_valid"]]
-            sums = good.groupby("layout_id")["value"].sum().reindex(layout_ids, fill_value=0.0)
-            counts = good.groupby("layout_id")["value"].count().reindex(layout_ids, fill_value=0)
-            mean, low, high = bootstrap_mean(sums.to_numpy(float), counts.to_numpy(float), weights,
-                                             options.confidence)
+            sums, counts = per_layout(good, layout_ids)
+            mean, low, high = bootstrap_mean(sums, counts, weights, options.confidence)
             run_level = aggregate(good, layouts) if aggregate is not None and len(good) else None
             if run_level is not None:  # a run-level statistic (COCO AP): no per-layout bootstrap
                 mean, low, high = run_level, float("nan"), float("nan")
@@ -124,14 +122,19 @@ def _aggregator(name: str):  # noqa: ANN202 - a bound classmethod or None
         return None
 
 
-def layout_sums(run: Run, label: str, generator: str, layout_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Per layout (in `layout_ids` order): the sum and the number of valid values of one cell."""
-    scores = run.scores
-    rows = scores[(scores["metric"] == label) & (scores["generator"] == generator) & valid_mask(scores)]
-    grouped = rows.groupby("layout_id")["value"]
+def per_layout(valid_rows: pd.DataFrame, layout_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per layout (in `layout_ids` order): the sum and the number of the rows' values."""
+    grouped = valid_rows.groupby("layout_id")["value"]
     sums = grouped.sum().reindex(layout_ids, fill_value=0.0).to_numpy(float)
     counts = grouped.count().reindex(layout_ids, fill_value=0).to_numpy(float)
     return sums, counts
+
+
+def layout_sums(run: Run, label: str, generator: str, layout_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """`per_layout` of one (metric label, generator) cell's valid rows."""
+    scores = run.scores
+    rows = scores[(scores["metric"] == label) & (scores["generator"] == generator) & valid_mask(scores)]
+    return per_layout(rows, layout_ids)
 
 
 def paired_difference_interval(run: Run, other: Run, label: str, generator: str,
