@@ -171,14 +171,15 @@ def serve(generator: Generator, inbox: IO[str], outbox: IO[str]) -> None:
         outbox.write(json.dumps(message) + "\n")
         outbox.flush()
 
-    send({"protocol": PROTOCOL, "type": "hello", "identity": generator.identity(),
+    identity = generator.identity()
+    send({"protocol": PROTOCOL, "type": "hello", "identity": identity,
           "capabilities": generator.capabilities.to_dict()})
     for line in inbox:
         message = json.loads(line)
         if message.get("type") == "close":
             break
         try:
-            requests = [request_from_json(r, generator.identity()) for r in message["requests"]]
+            requests = [request_from_json(r, identity) for r in message["requests"]]
             generator.ensure_loaded()
             images = generator.generate(requests)
             out_dir = Path(message["out_dir"])
