@@ -18,6 +18,7 @@ empty, or holds a run manifest, and cleans up only its own temporaries in its ow
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import subprocess
@@ -114,13 +115,15 @@ class RunDir:
         """Hold the run's lock: one command at a time works on a run folder; a second one waits.
 
         The lock is an OS file lock (flock) on `<run>/.eligen-bench.lock`, released by the
-        kernel when its holder dies, so a killed run never leaves the folder locked.
+        kernel when its holder dies, so a killed run never leaves the folder locked. A file
+        system without flock is refused rather than locked by a file's mere existence, which a
+        killed run would leave behind.
         """
         from filelock import FileLock, Timeout
 
         self.check_owned()
         self.root.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(self.root / LOCK_NAME)
+        lock = FileLock(self.root / LOCK_NAME, fallback_to_soft=False)
         try:
             try:
                 lock.acquire(timeout=0)
@@ -128,7 +131,9 @@ class RunDir:
                 log.warning("%s is in use by another eligen-bench command; waiting for it to finish "
                             "(Ctrl-C to stop)", self.root)
                 lock.acquire()
-        except NotImplementedError:
+        except (NotImplementedError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno != errno.ENOSYS:
+                raise
             raise InputError("the file system does not support file locks (flock); put the run folder "
                              "on a local disk", where=str(self.root)) from None
         try:
