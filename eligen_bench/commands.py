@@ -67,7 +67,8 @@ def _prepare_generation(args: argparse.Namespace) -> tuple[list[GenerationPlan],
     generators = {s.label: make_generator(s, profile=args.profile, device=args.device) for s in specs}
     plans = plan_generation(suite, generators, args.seeds, args.base_seed)
     out = args.out or Path("results") / "runs" / f"{suite.name}-{args.profile}"
-    RunDir(out).check_owned()
+    if args.out is None:
+        RunDir(out).check_owned()
     return plans, suite, RunDir(out)
 
 
