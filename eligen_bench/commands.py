@@ -22,7 +22,7 @@ from eligen_bench.stages.generate import (
     run_generation,
     seeds_for,
 )
-from eligen_bench.stages.score import collect_items, compile_scores, run_scoring, shard_plan
+from eligen_bench.stages.score import collect_items, compile_run_scores, run_scoring
 from eligen_bench.suite import Suite, read_suite, resolve_suite, validate_suite_file
 
 log = logging.getLogger("eligen_bench")
@@ -33,12 +33,15 @@ def run(args: argparse.Namespace) -> int:
     plans, suite, run_dir = _prepare_generation(args)
     metrics = _make_metrics(args.metrics, profile=args.profile, device=args.device,
                             batch_size=args.metric_batch_size)
+    existing = run_dir.read_manifest()
+    check_metric_keys(metrics, existing["config"].get("metrics", {}) if existing else {})
     if args.dry_run:
         _print_plan(run_dir, suite, plans, metrics)
         return 0
-    _generate(args, plans, suite, run_dir)
-    _score(run_dir, metrics, shard_size=args.shard_size, progress=not args.no_progress)
-    return _report(run_dir, args)
+    with run_dir.locked():
+        _generate(args, plans, suite, run_dir)
+        _score(run_dir, metrics, shard_size=args.shard_size, progress=not args.no_progress)
+        return _report(run_dir, args)
 
 
 def generate(args: argparse.Namespace) -> int:
@@ -46,13 +49,17 @@ def generate(args: argparse.Namespace) -> int:
     if args.dry_run:
         _print_plan(run_dir, suite, plans, {})
         return 0
-    _generate(args, plans, suite, run_dir)
+    with run_dir.locked():
+        _generate(args, plans, suite, run_dir)
     return 0
 
 
 def _prepare_generation(args: argparse.Namespace) -> tuple[list[GenerationPlan], Suite, RunDir]:
+    """Check the folder and every input; nothing is written here."""
     if args.seeds < 1:
         raise InputError(f"must be at least 1, got {args.seeds}", field="--seeds")
+    if args.out is not None:
+        RunDir(args.out).check_owned()  # a user's folder is refused before anything is read
     suite = resolve_suite(args.suite).subset(args.limit)
     specs = parse_specs(args.generators or _defaults("generator"), kind="generator")
     if not specs:
@@ -60,6 +67,8 @@ def _prepare_generation(args: argparse.Namespace) -> tuple[list[GenerationPlan],
     generators = {s.label: make_generator(s, profile=args.profile, device=args.device) for s in specs}
     plans = plan_generation(suite, generators, args.seeds, args.base_seed)
     out = args.out or Path("results") / "runs" / f"{suite.name}-{args.profile}"
+    if args.out is None:
+        RunDir(out).check_owned()
     return plans, suite, RunDir(out)
 
 
@@ -87,7 +96,8 @@ def _generate(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suit
         suite.write(run_dir.suite_path)
     manifest["profile"] = args.profile
     manifest["seeds"] = seeds_for(suite, args.seeds, args.base_seed)
-    manifest["adapt_notes"] = {p.label: p.notes for p in plans}
+    # Generators this command does not name stay in the run (see RunDir.open_for), with their notes.
+    manifest["adapt_notes"] = {**manifest.get("adapt_notes", {}), **{p.label: p.notes for p in plans}}
     manifest["inputs"] = {r.layout.id: {"path": r.init_image, "sha256": r.init_image_sha256}
                           for plan in plans for r in plan.requests if r.init_image is not None}
     manifest["warnings"] = [TINY_WARNING] if args.profile == "tiny" else []
@@ -104,33 +114,49 @@ def score(args: argparse.Namespace) -> int:
     manifest = run_dir.require_manifest()
     profile = args.profile or manifest.get("profile", "full")
     metrics = _make_metrics(args.metrics, profile=profile, device=args.device, batch_size=args.metric_batch_size)
-    _score(run_dir, metrics, shard_size=args.shard_size, progress=not args.no_progress)
+    check_metric_keys(metrics, manifest["config"].get("metrics", {}))
+    with run_dir.locked():
+        _score(run_dir, metrics, shard_size=args.shard_size, progress=not args.no_progress)
     return 0
 
 
 def _make_metrics(text: str | None, *, profile: str, device: str | None, batch_size: int) -> dict[str, Metric]:
     specs = parse_specs(text or _defaults("metric"), kind="metric")
     cache = ModelCache()  # one per run: metrics on the same backbone share it
-    return {s.label: make_metric(s, profile=profile, device=device, cache=cache, batch_size=batch_size)
-            for s in specs}
+    metrics = {s.label: make_metric(s, profile=profile, device=device, cache=cache, batch_size=batch_size)
+               for s in specs}
+    check_metric_keys(metrics, {})
+    return metrics
+
+
+def check_metric_keys(metrics: dict[str, Metric], recorded: dict[str, Any]) -> None:
+    """One metric (key) has one label in a run: two labels of one key would share its shards and
+    give one label every row and the other none."""
+    owners = {record.get("key"): label for label, record in recorded.items() if isinstance(record, dict)}
+    for label, metric in metrics.items():
+        owner = owners.get(metric.key)
+        if owner is not None and owner != label:
+            where = "given twice" if owner in metrics else "already in this run"
+            raise InputError(f"metric {label!r} is the same metric as {owner!r} ({where}, key {metric.key}); "
+                             f"ask for it once, as {owner!r}", field="--metrics")
+        owners[metric.key] = label
 
 
 def _score(run_dir: RunDir, metrics: dict[str, Metric], *, shard_size: int, progress: bool) -> None:
-    manifest = run_dir.require_manifest()
+    """Score into shards, then compile the table; call it holding the run's lock."""
+    manifest = run_dir.require_manifest()  # read again under the lock: another command may have scored
     suite = read_suite(run_dir.suite_path)
     items = collect_items(run_dir, suite, list(manifest["config"]["generators"]), manifest["seeds"],
                           manifest.get("inputs"))
-    records = {
-        **manifest["config"].get("metrics", {}),
-        **{label: _metric_record(m, shard_size) for label, m in metrics.items()},
-    }
-    manifest["config"]["metrics"] = records
+    recorded = manifest["config"].get("metrics", {})
+    check_metric_keys(metrics, recorded)
+    run_dir.remove_stale_temporaries()
+    manifest["config"]["metrics"] = {
+        **recorded, **{label: _metric_record(m, shard_size) for label, m in metrics.items()}}
     run_dir.write_manifest(manifest)
     run_scoring(run_dir, metrics, items, shard_size=shard_size, progress=progress)
     # The table holds every metric scored into this folder, each with its current identity.
-    shards = [path for record in records.values()
-              for path, _ in shard_plan(run_dir, record["key"], items, record["shard_size"]) if path.exists()]
-    table = compile_scores(run_dir, shards)
+    table = compile_run_scores(run_dir, items)
     log.info("scores: %d rows in %s", len(table), run_dir.scores_path)
 
 
@@ -151,24 +177,32 @@ def _metric_record(metric: Metric, shard_size: int) -> dict[str, Any]:
 def report(args: argparse.Namespace) -> int:
     run_dir = RunDir(args.out)
     run_dir.require_manifest()
-    return _report(run_dir, args)
+    with run_dir.locked():
+        return _report(run_dir, args)
 
 
 def _report(run_dir: RunDir, args: argparse.Namespace) -> int:
-    """Write the report; 1 when --fail-on-regression finds a regression against --compare runs."""
+    """Write the report; 1 when --fail-on-regression finds a regression against --compare runs,
+    2 when it has nothing comparable to check (the gate fails closed)."""
     from eligen_bench.report import build_report, save_report
-    from eligen_bench.report.compare import regressions
+    from eligen_bench.report.compare import regressions, unchecked_runs
 
     if not run_dir.scores_path.exists():
         raise InputError("no scores.parquet: run `eligen-bench score` first", where=str(run_dir.root))
+    if args.fail_on_regression and not args.compare:
+        raise InputError("needs a run to compare with (--compare RUN)", field="--fail-on-regression")
     for other in args.compare:
         RunDir(other).require_manifest()
     report = build_report(run_dir.root, reference_csv=args.reference, others=args.compare)
     for path in save_report(report):
         if path.name in {"table.md", "index.html"}:
             print(f"wrote {path}")
-    if not args.fail_on_regression or report.deltas is None:
+    if not args.fail_on_regression:
         return 0
+    assert report.deltas is not None
+    unchecked = unchecked_runs(report.deltas, [Path(other).name for other in args.compare], report.warnings)
+    if unchecked:
+        raise InputError(f"nothing comparable to check: {unchecked[0]}", field="--fail-on-regression")
     worse = regressions(report.deltas, report.run.metrics)
     for row in worse.itertuples(index=False):
         print(f"regression: {row.generator} {row.metric} {row.this:.4g} vs {row.other_mean:.4g} in {row.other} "

@@ -7,15 +7,23 @@
 <run>/scores/<metric key>/<generator>/<shard>.parquet
 <run>/scores.parquet           all rows of the run's current metrics
 <run>/report/                  tables, plots, leaderboard
+<run>/.eligen-bench.lock       held by the command working on the run (see `RunDir.locked`)
 ```
 A stage is done for an item when its file exists and its recorded key matches; every write
 is atomic, so a run killed at any moment resumes without a half-written file.
+
+The folder belongs to the run: a command writes into a folder only when it does not exist, is
+empty, or holds a run manifest, and cleans up only its own temporaries in its own sub-folders.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -30,7 +38,15 @@ from eligen_bench.hashing import content_hash
 if TYPE_CHECKING:
     from PIL import Image
 
+log = logging.getLogger(__name__)
 KEY_CHUNK = "eligen_bench_key"
+INPUT_CHUNK = "eligen_bench_input_sha256"
+"""PNG text chunk with the content hash of the input image an inpainting image was made from."""
+LOCK_NAME = ".eligen-bench.lock"
+OWN_FOLDERS = ("images", "scores", "report")
+"""Sub-folders a run writes; temporaries are cleaned up there and at the top level only."""
+SHARED_CONFIG = ("suite", "seeds", "base_seed", "profile")
+"""Configuration every generator of one run folder shares (its images are compared on them)."""
 PACKAGES = (
     "torch", "torchvision", "diffusers", "transformers", "open_clip_torch", "ultralytics",
     "pycocotools", "pandas", "numpy", "pillow", "peft", "vllm",
@@ -80,24 +96,74 @@ class RunDir:
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
-    def open_for(self, config: dict[str, Any], *, allow_mixed: bool) -> dict[str, Any]:
-        """Create the manifest, or check that an existing one was made by the same config."""
+    def check_owned(self) -> None:
+        """Refuse a folder that exists, is not empty and holds no run manifest: it is not ours."""
+        if not self.root.exists():
+            return
+        if not self.root.is_dir():
+            raise InputError("exists and is not a folder; choose another --out", where=str(self.root))
+        if self.manifest_path.exists():
+            return
+        others = sorted(p.name for p in self.root.iterdir() if p.name != LOCK_NAME)
+        if others:
+            raise InputError(f"is not empty and holds no manifest.json, so it is not a run folder "
+                             f"(it holds {others[0]!r}{' and more' if len(others) > 1 else ''}); "
+                             "choose a new or empty --out folder", where=str(self.root))
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the run's lock: one command at a time works on a run folder; a second one waits.
+
+        The lock is an OS file lock (flock) on `<run>/.eligen-bench.lock`, released by the
+        kernel when its holder dies, so a killed run never leaves the folder locked. A file
+        system without flock is refused rather than locked by a file's mere existence, which a
+        killed run would leave behind.
+        """
+        from filelock import FileLock, Timeout
+
+        self.check_owned()
         self.root.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(self.root)
+        lock = FileLock(self.root / LOCK_NAME, fallback_to_soft=False)
+        try:
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                log.warning("%s is in use by another eligen-bench command; waiting for it to finish "
+                            "(Ctrl-C to stop)", self.root)
+                lock.acquire()
+        except (NotImplementedError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno != errno.ENOSYS:
+                raise
+            raise InputError("the file system does not support file locks (flock); put the run folder "
+                             "on a local disk", where=str(self.root)) from None
+        try:
+            self.check_owned()  # another process may have filled the folder while we waited
+            yield
+        finally:
+            lock.release()
+
+    def remove_stale_temporaries(self) -> int:
+        """Delete temporaries a killed command left in the run's own places (under the lock)."""
+        count = remove_stale_temporaries(self.root, recursive=False)
+        for name in OWN_FOLDERS:
+            count += remove_stale_temporaries(self.root / name)
+        return count
+
+    def open_for(self, config: dict[str, Any], *, allow_mixed: bool) -> dict[str, Any]:
+        """Create the manifest, or add `config` to a compatible existing one (under the lock).
+
+        Compatible: the same suite, seeds and profile, and every generator of `config` either
+        new to the run or configured as before. Anything else needs `allow_mixed`. Generators
+        of the run that `config` does not name are kept, with their images and scores.
+        """
+        self.check_owned()
+        self.remove_stale_temporaries()
         existing = self.read_manifest()
-        config_hash = generation_hash(config)
-        if existing is not None and existing.get("config_hash") != config_hash and not allow_mixed:
-            raise InputError(
-                f"was made by a different configuration (config hash {existing.get('config_hash')}, "
-                f"now {config_hash}); use a new --out folder, or --allow-mixed to add to it",
-                where=str(self.root),
-            )
+        merged = merge_config(existing.get("config") if existing else None, config,
+                              allow_mixed=allow_mixed, where=str(self.root))
         manifest = dict(existing or {})
-        if existing is not None and existing.get("config_hash") == config_hash:
-            config = {**config, "metrics": existing.get("config", {}).get("metrics", {})}
-        config.setdefault("metrics", {})
         history = list(manifest.get("history", []))
-        if existing is not None and existing.get("config_hash") != config_hash:
+        if existing is not None and existing.get("config_hash") != generation_hash(merged):
             history.append({"config_hash": existing.get("config_hash"), "config": existing.get("config")})
         manifest.update(
             format=1,
@@ -106,34 +172,69 @@ class RunDir:
             updated=_now(),
             code_version=code_version(),
             packages=package_versions(),
-            config=config,
-            config_hash=config_hash,
+            config=merged,
+            config_hash=generation_hash(merged),
             history=history,
         )
         self.write_manifest(manifest)
         return manifest
 
     # images -------------------------------------------------------------------
-    def write_image(self, path: Path, image: Image.Image, key: str) -> None:
+    def write_image(self, path: Path, image: Image.Image, key: str, input_sha256: str | None = None) -> None:
         from PIL.PngImagePlugin import PngInfo
 
         info = PngInfo()
         info.add_text(KEY_CHUNK, key)
+        if input_sha256:
+            info.add_text(INPUT_CHUNK, input_sha256)
         atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
 
     def image_key(self, path: Path) -> str | None:
         """The request key stored in a PNG, or None when absent or unreadable (then regenerate)."""
+        return self.image_text(path).get(KEY_CHUNK)
+
+    def image_text(self, path: Path) -> dict[str, str]:
+        """The text chunks of a PNG; empty when absent or unreadable."""
         if not path.exists():
-            return None
+            return {}
         from PIL import Image
 
         try:
             with Image.open(path) as image:
                 image.verify()
             with Image.open(path) as image:
-                return image.text.get(KEY_CHUNK)  # type: ignore[attr-defined]
+                return dict(image.text)  # type: ignore[attr-defined]
         except Exception:  # a corrupt image is simply not done
-            return None
+            return {}
+
+
+def merge_config(existing: dict[str, Any] | None, config: dict[str, Any], *, allow_mixed: bool,
+                 where: str) -> dict[str, Any]:
+    """The run's configuration once `config` (one command's) is added; see `RunDir.open_for`."""
+    if existing is None:
+        return {**config, "metrics": {}}
+    old_generators = dict(existing.get("generators", {}))
+    new_generators = config["generators"]
+    same_base = all(existing.get(k) == config.get(k) for k in SHARED_CONFIG)
+    changed = [label for label, identity in new_generators.items() if old_generators.get(label) != identity]
+    if same_base and not changed:
+        return dict(existing)
+    if not allow_mixed:
+        what = "generator(s) " + ", ".join(repr(c) for c in changed) if same_base else "suite, seeds or profile"
+        raise InputError(
+            f"was made by a different configuration ({what} differ; config hash {generation_hash(existing)}, "
+            f"now {generation_hash(config)}); use a new --out folder, or --allow-mixed to add to it",
+            where=where,
+        )
+    left = sorted(set(old_generators) - set(new_generators))
+    if not same_base and left:
+        raise InputError(
+            f"--allow-mixed with another suite, seeds or profile would leave generator(s) {left} of this "
+            "run made with the old ones; name them in --generators too, or use a new --out folder",
+            where=where,
+        )
+    generators = {**old_generators, **new_generators} if same_base else dict(new_generators)
+    return {**config, "generators": generators, "metrics": dict(existing.get("metrics", {}))}
 
 
 def generation_hash(config: dict[str, Any]) -> str:

@@ -60,7 +60,10 @@ def parse_spec(text: str, *, kind: str) -> PluginSpec:
     if not label:
         if kind == "generator":
             base = name.rsplit(":", 1)[-1].lower() if ":" in name else name
-            label = f"{base}-{content_hash(options, 6)}" if options else base
+            # Where the generator runs is not what it makes: like its identity, its folder name
+            # leaves out the worker's interpreter, so moving an environment does not regenerate.
+            made = {k: v for k, v in options.items() if k != "worker_python"}
+            label = f"{base}-{content_hash(made, 6)}" if made else base
         else:
             label = name if not options else f"{name}[{','.join(f'{k}={options[k]}' for k in sorted(options))}]"
     if kind == "generator":

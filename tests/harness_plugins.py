@@ -54,7 +54,8 @@ class BoxPainter(Generator):
 class RegionFill(Metric):
     name = "region_fill"
     level = "entity"
-    defaults = {"tolerance": 0}
+    defaults = {"tolerance": 0, "delay": 0.0}
+    """`delay` seconds per image: a slow metric, to overlap two commands on one run."""
 
     def load(self) -> Any:
         return "no model"
@@ -62,6 +63,7 @@ class RegionFill(Metric):
     def score_batch(self, items: Sequence[ScoreItem]) -> list[ScoreRow]:
         rows = []
         for item in items:
+            time.sleep(float(self.options["delay"]))
             pixels = np.asarray(item.load_image()).astype(int)
             height, width = pixels.shape[:2]
             for index, entity in enumerate(item.layout.entities):

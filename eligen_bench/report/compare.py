@@ -103,3 +103,17 @@ def regressions(deltas: pd.DataFrame, metrics: dict) -> pd.DataFrame:
         return bool(row.comparable and row.exceeds_ci and direction * row.delta < 0)
 
     return deltas[[worse(row) for row in deltas.itertuples(index=False)]] if len(deltas) else deltas
+
+
+def unchecked_runs(deltas: pd.DataFrame, others: list[str], warnings: list[str]) -> list[str]:
+    """For a regression gate that fails closed: one line per compared run that shares no
+    comparable (generator, metric) cell with this run, with the first reason found."""
+    found = []
+    for name in others:
+        cells = deltas[(deltas["other"] == name) & deltas["comparable"].astype(bool)] if len(deltas) else deltas
+        if len(cells):
+            continue
+        reasons = [w for w in warnings if w.startswith(f"run {name}:")]
+        because = reasons[0].split(": ", 1)[1] if reasons else "no generator and metric in common"
+        found.append(f"run {name} shares no comparable generator and metric with this run ({because})")
+    return found

@@ -102,7 +102,8 @@ def run_generation(run: RunDir, plans: list[GenerationPlan], batch_size: int = 1
                     if len(images) != len(batch):
                         raise RuntimeError(f"{plan.label} returned {len(images)} images for {len(batch)} requests")
                     for request, image in zip(batch, images, strict=True):
-                        run.write_image(run.image_path(plan.label, request.stem), image, request.key)
+                        run.write_image(run.image_path(plan.label, request.stem), image, request.key,
+                                        request.init_image_sha256)
                     bar.update(len(batch))
             finally:
                 bar.close()

@@ -3,7 +3,12 @@
 Items are scored in shards of a fixed size; a shard's file name is the hash of the metric's
 identity and the images it covers, so a finished shard is never scored again, a changed metric
 (other model, other threshold) scores into new shards, and a changed image invalidates only
-the shards holding it. The run's `scores.parquet` is compiled from the current shards.
+the shards holding it. The run's `scores.parquet` is compiled from the shards on disk of every
+metric the manifest on disk records (`compile_run_scores`), so a table never loses a metric
+another command scored.
+
+Before scoring, every inpainting input is checked against the sha256 recorded at generation,
+and every image made from an input against the hash it recorded in its PNG.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from eligen_bench.atomic import atomic_write
 from eligen_bench.errors import InputError
 from eligen_bench.hashing import content_hash, file_sha256
 from eligen_bench.metrics.base import Metric, ScoreItem
-from eligen_bench.rundir import RunDir
+from eligen_bench.rundir import INPUT_CHUNK, KEY_CHUNK, RunDir
 from eligen_bench.suite import Suite
 
 if TYPE_CHECKING:
@@ -32,19 +37,28 @@ def collect_items(run: RunDir, suite: Suite, generators: Sequence[str], seed_tab
                   inputs: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, list[ScoreItem]]:
     """The images to score, per generator; all must exist (generate first).
 
-    `inputs` maps layout ids to the input images generation used ({'path', 'sha256'}).
+    `inputs` maps layout ids to the input images generation used ({'path', 'sha256'}); an input
+    changed since, or an image made from another version of its input, is an InputError.
     """
     inputs = inputs or {}
+    layout_ids = {layout.id for layout in suite.layouts}
+    for layout_id, recorded in inputs.items():
+        if layout_id in layout_ids:
+            check_input(layout_id, recorded)
     items: dict[str, list[ScoreItem]] = {}
     for label in generators:
         found, missing = [], []
         for layout in suite.layouts:
-            init = Path(inputs[layout.id]["path"]) if layout.id in inputs else None
+            recorded = inputs.get(layout.id)
+            init = Path(recorded["path"]) if recorded else None
             for index, seed in enumerate(seed_table[layout.id]):
                 path = run.image_path(label, f"{layout.id}_{index}")
-                if run.image_key(path) is None:
+                text = run.image_text(path)
+                if KEY_CHUNK not in text:
                     missing.append(path.name)
                     continue
+                if recorded:
+                    check_image_input(path, text, recorded, label)
                 found.append(ScoreItem(label, layout, index, seed, path, file_sha256(path), init))
         if missing:
             raise InputError(
@@ -53,6 +67,33 @@ def collect_items(run: RunDir, suite: Suite, generators: Sequence[str], seed_tab
             )
         items[label] = found
     return items
+
+
+def check_input(layout_id: str, recorded: Mapping[str, str]) -> None:
+    """The input image must still be the file generation used (its sha256 is in the manifest)."""
+    path = Path(recorded["path"])
+    if not path.is_file():
+        raise InputError(f"input image {str(path)!r} used for generation is gone; restore it",
+                         where=f"layout {layout_id!r}", field="init_image")
+    now = file_sha256(path)
+    if now != recorded["sha256"]:
+        raise InputError(
+            f"input image {str(path)!r} changed since generation (sha256 {recorded['sha256'][:12]}... then, "
+            f"{now[:12]}... now); restore it, or run generate again to remake the images made from it",
+            where=f"layout {layout_id!r}", field="init_image")
+
+
+def check_image_input(path: Path, text: Mapping[str, str], recorded: Mapping[str, str], label: str) -> None:
+    """An image made from an input records that input's hash; it must be the one recorded now.
+
+    (Images written before inputs were recorded in the PNG carry no hash; their key still does.)
+    """
+    made_from = text.get(INPUT_CHUNK)
+    if made_from is not None and made_from != recorded["sha256"]:
+        raise InputError(
+            f"image {path.name} of {label!r} was made from another version of input image "
+            f"{recorded['path']!r} (sha256 {made_from[:12]}..., the run's is {recorded['sha256'][:12]}...); "
+            "run generate again to remake it", where=str(path.parent))
 
 
 def shard_name(metric_key: str, items: Sequence[ScoreItem]) -> str:
@@ -107,13 +148,33 @@ def _read_shard(path: Path) -> pd.DataFrame:
                          "to rescore just that shard", where=str(path)) from None
 
 
-def compile_scores(run: RunDir, shards: Sequence[Path]) -> pd.DataFrame:
-    """Concatenate the shards into `scores.parquet`, in a fixed order (identical across resumes)."""
+def compile_scores(run: RunDir, shards: Sequence[tuple[str, Path]]) -> pd.DataFrame:
+    """Concatenate (label, shard) pairs into `scores.parquet`, in a fixed order (identical across
+    resumes). Rows take the label they are compiled under: a shard is keyed by the metric's
+    identity, so the label it was first scored under does not decide whose rows they are."""
     import pandas as pd
 
-    frames = [_read_shard(path) for path in shards]
+    frames = [_read_shard(path).assign(metric=label) for label, path in shards]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
     table = table.sort_values(["metric", "generator", "layout_id", "seed_index", "entity_index"],
                               kind="mergesort").reset_index(drop=True)
     atomic_write(run.scores_path, lambda tmp: table.to_parquet(tmp, index=False))
     return table
+
+
+def compile_run_scores(run: RunDir, items: Mapping[str, list[ScoreItem]]) -> pd.DataFrame:
+    """`scores.parquet` from the manifest as it is on disk now and the shards on disk.
+
+    Call it holding the run's lock. A metric with shards missing (images changed since it was
+    scored) keeps the rows it has, with a warning; the report counts the missing rows.
+    """
+    records = run.require_manifest()["config"].get("metrics", {})
+    shards = []
+    for label, record in records.items():
+        plan = shard_plan(run, record["key"], items, record["shard_size"])
+        present = [path for path, _ in plan if path.exists()]
+        if len(present) < len(plan):
+            log.warning("metric %s: %d of %d shard(s) not scored (images changed since); "
+                        "score it again to complete it", label, len(plan) - len(present), len(plan))
+        shards += [(label, path) for path in present]
+    return compile_scores(run, shards)
