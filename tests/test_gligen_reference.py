@@ -171,3 +171,11 @@ def test_long_phrase_is_truncated_and_counted_through_the_cli(tmp_path) -> None:
     assert manifest["adapt_notes"]["gligen"][TRUNCATED_NOTE] == 3  # phrases, not layouts
     assert sorted(p.name for p in (out / "images" / "gligen").glob("*.png")) == [
         "one-long_0.png", "short_0.png", "two-long_0.png"]
+
+
+def test_reference_is_declared() -> None:
+    from eligen_bench.generators.gligen import GligenGenerator
+    from eligen_bench.generators.multidiffusion import MultiDiffusionGenerator
+
+    assert GligenGenerator.reference.startswith("gligen/GLIGEN@f9dccb9")
+    assert MultiDiffusionGenerator.reference.startswith("omerbt/MultiDiffusion@69bcdce")
