@@ -160,8 +160,13 @@ class GligenGenerator(Generator):
             else:
                 from transformers import CLIPTokenizer
 
-                self._tokenizer = CLIPTokenizer.from_pretrained(
-                    self.settings["model"], subfolder="tokenizer", revision=self.settings["revision"])
+                try:
+                    self._tokenizer = CLIPTokenizer.from_pretrained(
+                        self.settings["model"], subfolder="tokenizer", revision=self.settings["revision"])
+                except (OSError, ValueError) as exc:  # missing files; a malformed hub id
+                    raise InputError(f"cannot load the checkpoint's tokenizer to check entity prompt lengths "
+                                     f"({type(exc).__name__})", where=f"generator {self.name!r}",
+                                     field="model") from None
         return self._tokenizer
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Image.Image]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from eligen_bench.layout import Entity, Layout
 from eligen_bench.requests import GenerationRequest
@@ -179,3 +180,20 @@ def test_reference_is_declared() -> None:
 
     assert GligenGenerator.reference.startswith("gligen/GLIGEN@f9dccb9")
     assert MultiDiffusionGenerator.reference.startswith("omerbt/MultiDiffusion@69bcdce")
+
+
+def test_full_profile_counts_with_the_checkpoint_tokenizer(tmp_path) -> None:
+    from eligen_bench.errors import InputError
+    from eligen_bench.generators.gligen import (
+        TRUNCATED_NOTE,
+        GligenGenerator,
+        build_tiny_sd_pipeline,
+    )
+
+    build_tiny_sd_pipeline(str(tmp_path / "ckpt"), gated=True)
+    generator = GligenGenerator(profile="full", device="cpu", model=str(tmp_path / "ckpt"))
+    layout = Layout(id="long", prompt="toys", entities=(Entity(LONG, (0.1, 0.1, 0.6, 0.6)),))
+    assert generator.adapt(layout)[1] == [TRUNCATED_NOTE]
+    missing = GligenGenerator(profile="full", device="cpu", model=str(tmp_path / "nowhere"))
+    with pytest.raises(InputError, match="tokenizer"):
+        missing.adapt(layout)
