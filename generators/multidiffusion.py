@@ -11,7 +11,7 @@ Bootstrapping (paper Sec. 4.2, reference `region_based.py`): during the first st
 entity's latent is composed with a noised, random constant-colour background outside its
 region, which pushes each entity to fill its own region tightly.
 
-Defaults follow the reference code (`omerbt/MultiDiffusion`, `region_based.py`):
+Defaults follow the reference code (`omerbt/MultiDiffusion@69bcdce`, `region_based.py`):
 Stable Diffusion 2 base (`--sd_version 2.0`), the DDIM scheduler built from the model's
 scheduler config, 50 steps, guidance 7.5, bootstrapping for 20 of the 50 steps (a fraction
 of 0.4 here, so other step counts keep the proportion), `bootstrap_backgrounds` (= 20 in the
@@ -52,6 +52,7 @@ class MultiDiffusionGenerator(Generator):
 
     name = "multidiffusion"
     description = "Region-based MultiDiffusion on Stable Diffusion 2 base (native implementation)"
+    reference = "omerbt/MultiDiffusion@69bcdce: region_based.py"
     capabilities = Capabilities(boxes=True, masks=True, inpainting=False, max_entities=None, resolution=(512, 512))
     defaults = {
         "model": "stabilityai/stable-diffusion-2-base",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,12 @@ from pycocotools import mask as mask_utils
 
 from eligen_bench.coco_classes import COCO_THING_CLASSES
 from eligen_bench.errors import InputError
+from eligen_bench.hashing import file_sha256
 from eligen_bench.suite import read_suite
-from eligen_bench.suites import coco
+from eligen_bench.suites import coco, coco_download
 from eligen_bench.suites.cli import add_build_parser
-from eligen_bench.suites.coco import CocoFilter, build_coco_suite, download_annotations
+from eligen_bench.suites.coco import CocoFilter, build_coco_suite, crowd_free_count
+from eligen_bench.suites.coco_download import download_annotations
 
 THINGS = [(1, "person"), (3, "car"), (18, "dog"), (62, "chair")]
 STUFF = [(124, "grass"), (157, "sky-other"), (169, "tree"), (183, "other")]
@@ -265,29 +268,122 @@ def test_bad_options_are_rejected() -> None:
         CocoFilter(caption="random")
 
 
-def test_download_extracts_from_the_official_zip_layout(annotations: Path, tmp_path: Path, monkeypatch) -> None:
-    archive = tmp_path / "served" / "annotations_trainval2017.zip"
-    archive.parent.mkdir()
+def _serve(annotations: Path, folder: Path, *, extra: str = "{}") -> Path:
+    """An archive laid out like the official one (files under annotations/)."""
+    archive = folder / "annotations_trainval2017.zip"
+    archive.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(archive, "w") as zf:
         for name in (coco.INSTANCES_FILE, coco.CAPTIONS_FILE):
             zf.write(annotations / name, f"annotations/{name}")
-        zf.writestr("annotations/person_keypoints_val2017.json", "{}")
-    monkeypatch.setattr(coco, "ANNOTATIONS_URL", archive.as_uri())
+        zf.writestr("annotations/person_keypoints_val2017.json", extra)
+    return archive
+
+
+def test_download_uses_https_and_pins_the_official_digest() -> None:
+    assert coco_download.ANNOTATIONS_URL.startswith("https://images.cocodataset.org/")
+    assert coco_download.STUFF_ANNOTATIONS_URL.startswith("https://images.cocodataset.org/")
+    assert len(coco_download.ANNOTATIONS_SHA256 or "") == 64
+
+
+def test_download_extracts_from_the_official_zip_layout(annotations: Path, tmp_path: Path, monkeypatch) -> None:
+    archive = _serve(annotations, tmp_path / "served")
+    monkeypatch.setattr(coco_download, "ANNOTATIONS_URL", archive.as_uri())
+    monkeypatch.setattr(coco_download, "ANNOTATIONS_SHA256", file_sha256(archive))
     cache = tmp_path / "cache"
     out = download_annotations(cache)
-    assert sorted(p.name for p in out.iterdir()) == [coco.CAPTIONS_FILE, coco.INSTANCES_FILE]
+    assert sorted(p.name for p in out.iterdir()) == [coco.CAPTIONS_FILE, coco.INSTANCES_FILE, coco_download.RECORD_FILE]
     assert _ids(build_coco_suite(out, CocoFilter())) == [2, 1, 8, 9]
+    assert coco_download.source_notes(out) == [
+        f"annotations from {archive.as_uri()} (sha256 {file_sha256(archive)}, pinned)"]
     archive.unlink()  # already extracted: no second download
     assert download_annotations(cache) == out
 
 
+def test_download_with_another_digest_is_refused(annotations: Path, tmp_path: Path, monkeypatch) -> None:
+    archive = _serve(annotations, tmp_path / "served")
+    monkeypatch.setattr(coco_download, "ANNOTATIONS_URL", archive.as_uri())
+    monkeypatch.setattr(coco_download, "ANNOTATIONS_SHA256", "0" * 64)
+    with pytest.raises(InputError, match="differs from the expected 0000"):
+        download_annotations(tmp_path / "cache")
+    assert not (tmp_path / "cache" / "annotations").exists()
+
+
+def test_unpinned_digest_is_recorded_then_checked(annotations: Path, tmp_path: Path, monkeypatch) -> None:
+    archive = _serve(annotations, tmp_path / "served")
+    first = file_sha256(archive)
+    monkeypatch.setattr(coco_download, "ANNOTATIONS_URL", archive.as_uri())
+    monkeypatch.setattr(coco_download, "ANNOTATIONS_SHA256", None)
+    cache = tmp_path / "cache"
+    out = download_annotations(cache)
+    assert (cache / "annotations_trainval2017.zip.sha256").read_text().strip() == first
+    assert "recorded at first download" in coco_download.source_notes(out)[0]
+    # A later download that serves other bytes is refused, not trusted.
+    _serve(annotations, tmp_path / "served", extra='{"changed": 1}')
+    (cache / "annotations_trainval2017.zip").unlink()
+    (out / coco.INSTANCES_FILE).unlink()
+    with pytest.raises(InputError, match=f"differs from the expected {first}"):
+        download_annotations(cache)
+
+
+def test_extracted_files_are_checked_on_every_later_use(annotations: Path, tmp_path: Path, monkeypatch) -> None:
+    archive = _serve(annotations, tmp_path / "served")
+    monkeypatch.setattr(coco_download, "ANNOTATIONS_URL", archive.as_uri())
+    monkeypatch.setattr(coco_download, "ANNOTATIONS_SHA256", file_sha256(archive))
+    out = download_annotations(tmp_path / "cache")
+    with open(out / coco.CAPTIONS_FILE, "a") as handle:
+        handle.write(" ")
+    with pytest.raises(InputError, match=f"{coco.CAPTIONS_FILE}: sha256 .* differs"):
+        download_annotations(tmp_path / "cache")
+
+
 def test_download_of_a_broken_zip_is_reported_and_removed(tmp_path: Path, monkeypatch) -> None:
-    served = tmp_path / "broken.zip"
+    served = tmp_path / "annotations_trainval2017.zip"
     served.write_bytes(b"not a zip")
-    monkeypatch.setattr(coco, "ANNOTATIONS_URL", served.as_uri())
+    monkeypatch.setattr(coco_download, "ANNOTATIONS_URL", served.as_uri())
+    monkeypatch.setattr(coco_download, "ANNOTATIONS_SHA256", None)
     with pytest.raises(InputError, match="not a valid zip"):
         download_annotations(tmp_path / "cache")
-    assert not (tmp_path / "cache" / "broken.zip").exists()
+    assert not (tmp_path / "cache" / "annotations_trainval2017.zip").exists()
+    assert not (tmp_path / "cache" / "annotations_trainval2017.zip.sha256").exists()  # nothing trusted
+
+
+def test_paper_presets_give_every_method_boxes(annotations: Path) -> None:
+    for preset in (CocoFilter.eligen(), CocoFilter.layoutdiffusion()):
+        suite = build_coco_suite(annotations, preset)
+        assert suite.layouts and not any(layout.has_masks for layout in suite.layouts)
+        assert "boxes only: COCO segmentations not kept" in suite.notes
+        masked = build_coco_suite(annotations, replace(preset, masks=True))  # the arbitrary-mask track
+        assert all(e.mask is not None for layout in masked.layouts for e in layout.entities)
+
+
+def test_cli_masks_is_an_explicit_option(annotations: Path, tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_build_parser(parser.add_subparsers(dest="what", required=True))
+    out = tmp_path / "suite.jsonl"
+    for extra, masked in (([], False), (["--masks"], True)):
+        args = parser.parse_args(["coco", "--annotations", str(annotations), "--out", str(out),
+                                  "--preset", "eligen", *extra])
+        assert args.func(args) == 0
+        assert any(layout.has_masks for layout in read_suite(out).layouts) is masked
+
+
+def test_cli_prints_the_count_of_the_other_crowd_reading(annotations: Path, tmp_path: Path, capsys) -> None:
+    parser = argparse.ArgumentParser()
+    add_build_parser(parser.add_subparsers(dest="what", required=True))
+    out = tmp_path / "suite.jsonl"
+    args = parser.parse_args(["coco", "--annotations", str(annotations), "--out", str(out), "--preset", "eligen"])
+    assert args.func(args) == 0
+    # Built independently with the other reading (image 2 holds a crowd object).
+    other = len(build_coco_suite(annotations, CocoFilter.eligen(drop_crowd_images=True)).layouts)
+    assert (len(read_suite(out).layouts), other) == (4, 3)
+    assert f"(--drop-crowd-images): {other} layouts" in capsys.readouterr().out
+    assert crowd_free_count(read_suite(out)) == other
+    assert crowd_free_count(build_coco_suite(annotations, CocoFilter.eligen(drop_crowd_images=True))) is None
+
+
+def test_suite_notes_name_the_source_files_by_digest(annotations: Path) -> None:
+    notes = build_coco_suite(annotations, CocoFilter()).notes
+    assert f"built from {coco.INSTANCES_FILE} (sha256 {file_sha256(annotations / coco.INSTANCES_FILE)})" in notes
 
 
 def test_cli_builds_and_reports(annotations: Path, tmp_path: Path, capsys) -> None:
