@@ -16,7 +16,11 @@ from PIL import Image
 
 from eligen_bench.errors import InputError
 from eligen_bench.generators import flux as flux_module
-from eligen_bench.generators.flux import ELIGEN_NEGATIVE_PROMPT, EliGenGenerator, RegionalFluxGenerator
+from eligen_bench.generators.flux import (
+    ELIGEN_NEGATIVE_PROMPT,
+    EliGenGenerator,
+    RegionalFluxGenerator,
+)
 from eligen_bench.generators.flux_lora import convert_diffsynth_lora, random_diffsynth_lora
 from eligen_bench.generators.flux_regions import (
     eligen_foreground,
@@ -133,7 +137,7 @@ def test_inpainting_foreground_follows_diffsynth() -> None:
 def test_negative_prompt_is_the_generation_example() -> None:
     # modelscope/DiffSynth-Studio@afd101f, examples/flux/model_inference/FLUX.1-dev-EliGen.py
     reference = "worst quality, low quality, monochrome, zombie, interlocked fingers, Aissist, cleavage, nsfw,"
-    assert ELIGEN_NEGATIVE_PROMPT == reference
+    assert reference == ELIGEN_NEGATIVE_PROMPT
     assert EliGenGenerator().settings["negative_prompt"] == reference
 
 
