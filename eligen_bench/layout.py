@@ -131,15 +131,26 @@ class Entity:
             raise InputError("must be a non-empty string or absent", field="category")
 
     def region(self, height: int, width: int) -> np.ndarray:
-        """The entity's region as a bool array: its mask if it has one, else its box."""
+        """The entity's region as a bool (height, width) array: its mask if it has one, else its box.
+
+        A mask of another size is resized with nearest sampling at pixel centres (PIL NEAREST).
+        """
         if self.mask is not None:
             array = self.mask.to_array()
             if array.shape != (height, width):
-                from PIL import Image
-
-                image = Image.fromarray(array.astype(np.uint8) * 255)
-                array = np.asarray(image.resize((width, height), Image.NEAREST)) > 127
+                array = resize_region(array, height, width, "pil-nearest")
             return array
+        return box_region(self.bbox, height, width)
+
+    def source_region(self, height: int, width: int) -> np.ndarray:
+        """What a method's reference code resizes to its grid: the mask as stored (at its own
+        size), else the box drawn at the generated image's size (`height` x `width`).
+
+        Callers resize it to their grid at once and keep only the small result, so no buffer of
+        the layout's size outlives one entity.
+        """
+        if self.mask is not None:
+            return self.mask.to_array()
         return box_region(self.bbox, height, width)
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,14 +162,60 @@ class Entity:
         return data
 
 
+RESIZE_RULES = ("pil-nearest", "nearest-exact", "nearest")
+"""Nearest-neighbour rules of the reference codes: PIL's NEAREST (pixel centres, double
+precision), torch's ``nearest-exact`` (pixel centres, float32 scale) and torch's legacy
+``nearest`` (top-left corners, float32 scale)."""
+
+
+def resize_index(n_in: int, n_out: int, rule: str) -> np.ndarray:
+    """The source index each of `n_out` output pixels takes along one axis of `n_in` pixels."""
+    if rule == "pil-nearest":
+        # Pillow's NEAREST resize is an affine transform that starts at half a step and adds
+        # the step in double precision pixel by pixel; the same running sum keeps its rounding.
+        step = n_in / n_out
+        src = np.floor(np.cumsum(np.concatenate([[step * 0.5], np.full(n_out - 1, step)])))
+    elif rule in ("nearest-exact", "nearest"):
+        # ATen's upsample_nearest: a float32 scale in / out, floorf of (x + 0.5) * scale for
+        # nearest-exact and of x * scale for nearest, clamped to the last input index.
+        scale = np.float32(n_in) / np.float32(n_out)
+        offset = np.float32(0.5 if rule == "nearest-exact" else 0.0)
+        src = np.floor((np.arange(n_out, dtype=np.float32) + offset) * scale)
+    else:
+        raise ValueError(f"unknown resize rule {rule!r}; choose one of {RESIZE_RULES}")
+    return np.minimum(src.astype(np.int64), n_in - 1)
+
+
+def resize_region(region: np.ndarray, height: int, width: int, rule: str) -> np.ndarray:
+    """A bool region resized to `height` x `width` by nearest sampling with `rule`."""
+    rows = resize_index(region.shape[0], height, rule)
+    cols = resize_index(region.shape[1], width, rule)
+    return np.asarray(region, dtype=bool)[np.ix_(rows, cols)]
+
+
 def box_region(bbox: Sequence[float], height: int, width: int) -> np.ndarray:
-    """Pixels whose centres lie inside the box; at least one pixel for any valid box."""
+    """The pixels whose centres lie inside the box (x1 <= centre < x2); at least one pixel.
+
+    For a box on integer pixel coordinates this is the reference's ``mask[y1:y2, x1:x2] = 1``
+    (antonioo-c/Regional-Prompting-FLUX@5ce6e6e, infer_flux_regional.py). A box too thin to hold
+    a pixel centre takes the pixel under its centre, so every valid box has a region.
+    """
     x1, y1, x2, y2 = bbox
-    c1, c2 = math.floor(x1 * width), max(math.floor(x1 * width) + 1, math.ceil(x2 * width))
-    r1, r2 = math.floor(y1 * height), max(math.floor(y1 * height) + 1, math.ceil(y2 * height))
+    rows = _box_span(y1, y2, height)
+    cols = _box_span(x1, x2, width)
     region = np.zeros((height, width), dtype=bool)
-    region[r1 : min(r2, height), c1 : min(c2, width)] = True
+    region[rows, cols] = True
     return region
+
+
+def _box_span(low: float, high: float, n: int) -> slice:
+    """Pixels i of an axis of `n` with low * n <= i + 0.5 < high * n (else the one under the centre)."""
+    start = max(0, math.ceil(low * n - 0.5))
+    stop = min(n, math.ceil(high * n - 0.5))
+    if stop <= start:
+        start = min(n - 1, math.floor((low + high) / 2 * n))
+        stop = start + 1
+    return slice(start, stop)
 
 
 def _check_bbox(bbox: Any) -> tuple[float, float, float, float]:

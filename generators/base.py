@@ -58,6 +58,8 @@ class Generator(ABC):
     capabilities: ClassVar[Capabilities]
     defaults: ClassVar[Mapping[str, Any]] = {}
     description: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+    """The code the defaults follow: "owner/repo@commit: path[, path]" (empty when none)."""
     in_default_run: ClassVar[bool] = True
     """Part of `run` when no list is given (False for plugins that need a file or opt-in)."""
 

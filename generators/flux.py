@@ -7,12 +7,14 @@ conditioning they build:
 * `flux`: the global prompt; entities are ignored (the no-control floor).
 * `eligen`: FLUX + the EliGen LoRA (fused into the weights), prompt ``[global; entities]`` with
   EliGen's regional attention in every block; inpainting fusion when a request has an
-  ``init_image``. Defaults are the paper's (Sec. 3.4): 50 Euler steps, true CFG 3 with the
-  reference negative prompt, embedded guidance 3.5, 1024x1024; the negative branch runs
-  without entity control unless ``cfg_entity_control``.
-* `regional-flux`: training-free Regional Prompting FLUX; defaults from its reference code
-  (24 steps, embedded guidance 3.5, no true CFG, base ratio 0.2, regional control in the first
-  10 steps and the first 18 double blocks and all single blocks).
+  ``init_image``. Defaults are the paper's (Sec. 3.4) as DiffSynth-Studio runs them: 50 Euler
+  steps on DiffSynth's FLUX schedule, true CFG 3 with the reference negative prompt, embedded
+  guidance 3.5, 1024x1024; the negative branch runs without entity control unless
+  ``cfg_entity_control``.
+* `regional-flux`: training-free Regional Prompting FLUX; defaults from its reference code's
+  active example (24 steps on diffusers' FLUX schedule, embedded guidance 3.5, no true CFG,
+  base ratio 0.3, background prompt "a photo", regional control in the first 10 steps and in
+  every double- and single-stream block).
 
 With no entities `eligen` and `regional-flux` take the plain path: `regional-flux` then makes
 the same image as `flux` with the same sampling settings, and `eligen` the image of FLUX with
@@ -25,6 +27,7 @@ through the same `from_pretrained` / LoRA path as real weights.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -33,21 +36,27 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from eligen_bench.errors import InputError
 from eligen_bench.generators.base import Capabilities, Generator, release_cuda_memory
+from eligen_bench.generators.flux_regions import OVERLAPS, VANISHING
+from eligen_bench.generators.flux_sampling import SCHEDULERS
 from eligen_bench.layout import Layout
 from eligen_bench.requests import GenerationRequest
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
     from PIL import Image
 
     from eligen_bench.generators.flux_sampling import Conditioning, Inpainting
 
+log = logging.getLogger(__name__)
+
 FLUX_DEV = "black-forest-labs/FLUX.1-dev"
-ELIGEN_NEGATIVE_PROMPT = (
-    "worst quality, low quality, monochrome, zombie, interlocked fingers, Aissist, cleavage, nsfw, blur"
-)
-"""The negative prompt of EliGen's reference examples."""
+# modelscope/DiffSynth-Studio@afd101f (v1.1.9), examples/flux/model_inference/FLUX.1-dev-EliGen.py
+# (the same string in examples/EntityControl/entity_control.py at 2e59733); the trailing
+# "blur" of the inpainting example is not part of it.
+ELIGEN_NEGATIVE_PROMPT = "worst quality, low quality, monochrome, zombie, interlocked fingers, Aissist, cleavage, nsfw,"
+"""The negative prompt of EliGen's generation example."""
+DIFFSYNTH_REF = "modelscope/DiffSynth-Studio@2e59733 (v1.1.0): diffsynth/pipelines/flux_image.py"
+REGIONAL_REF = "antonioo-c/Regional-Prompting-FLUX@5ce6e6e: pipeline_flux_regional.py, infer_flux_regional.py"
 TINY_MODEL = "tiny-random-flux"
 DTYPES = ("bfloat16", "float16", "float32")
 
@@ -62,6 +71,8 @@ _COMMON: dict[str, Any] = {
     "width": 1024,
     "height": 1024,
     "max_sequence_length": 512,
+    # DiffSynth-Studio's FlowMatchScheduler (flux_sampling); "diffusers" is FluxPipeline's
+    "scheduler": "diffsynth",
 }
 
 
@@ -77,6 +88,8 @@ class FluxFamily(Generator):
         self._check_settings()
         self._pipe: Any = None
         self._tmpdir: str | None = None
+        self.load_notes: list[str] = []
+        """What loading found (e.g. the LoRA's module count), for the run's provenance."""
 
     # ----- settings -------------------------------------------------------------------
     def profile_overrides(self) -> dict[str, Any]:
@@ -96,6 +109,10 @@ class FluxFamily(Generator):
             raise InputError("must be an integer in [1, 512]", where=where, field="max_sequence_length")
         if s["dtype"] not in DTYPES:
             raise InputError(f"choose one of {DTYPES}", where=where, field="dtype")
+        if s["scheduler"] not in SCHEDULERS:
+            raise InputError(f"choose one of {SCHEDULERS}", where=where, field="scheduler")
+        if "vanishing_mask" in s and s["vanishing_mask"] not in VANISHING:
+            raise InputError(f"choose one of {VANISHING}", where=where, field="vanishing_mask")
 
     def model_ids(self) -> dict[str, str]:
         if self.profile == "tiny":
@@ -142,9 +159,8 @@ class FluxFamily(Generator):
 
         self.ensure_loaded()
         layout = request.layout
-        regions = entity_regions(layout)
-        positive, negative = self._conditioning(layout, regions)
-        inpainting = self._inpainting(request, regions)
+        positive, negative = self._conditioning(layout)
+        inpainting = self._inpainting(request)
         s = self.settings
         return denoise(
             self._pipe.transformer,
@@ -158,16 +174,17 @@ class FluxFamily(Generator):
             guidance=float(s["embedded_guidance"]),
             inpainting=inpainting,
             on_step=on_step,
+            schedule=s["scheduler"],
         )
 
-    def _conditioning(self, layout: Layout, regions: list[np.ndarray]) -> tuple[Conditioning, Conditioning | None]:
+    def _conditioning(self, layout: Layout) -> tuple[Conditioning, Conditioning | None]:
         """Positive and negative conditioning; the plain FLUX one here (entities ignored)."""
         from eligen_bench.generators.flux_sampling import Conditioning
 
         embeds, pooled = self._encode([layout.prompt])
         return Conditioning(embeds, pooled), self._negative()
 
-    def _inpainting(self, request: GenerationRequest, regions: list[np.ndarray]) -> Inpainting | None:
+    def _inpainting(self, request: GenerationRequest) -> Inpainting | None:
         if request.init_image is None:
             return None
         raise InputError(
@@ -226,27 +243,24 @@ class FluxFamily(Generator):
         embeds, pooled = self._encode([self.settings["negative_prompt"]])
         return Conditioning(embeds, pooled)
 
-    def _token_masks(self, regions: list[np.ndarray]) -> torch.Tensor:
-        """Bool (k, n_tokens) entity token masks at the generation size.
+    def _token_masks(self, layout: Layout, vanishing: str | None = None) -> torch.Tensor:
+        """Bool (k, n_tokens) entity token masks at the generation size, by the method's rule.
 
-        The reference rule (nearest resize, any cell of a token) can lose a very small mask
-        entirely; such an entity then covers the tokens that hold any of its pixels instead,
-        so a one-pixel mask still steers one token.
+        `vanishing` overrides the `vanishing_mask` setting.
         """
-        import torch
-        import torch.nn.functional as F
+        raise NotImplementedError(f"{self.name} uses no entity regions")
 
-        from eligen_bench.generators.regional_attention import latent_token_masks
+    def _vanishing_notes(self, layout: Layout) -> list[str]:
+        """One note per entity that covers no token at the generation size (for the manifest)."""
+        from eligen_bench.generators.flux_regions import vanished
 
+        if not layout.entities:
+            return []
+        mode = self.settings["vanishing_mask"]
         s = self.settings
-        scale = self._pipe.vae_scale_factor
-        masks = latent_token_masks(regions, s["height"], s["width"], vae_scale=scale, patch=2)
-        rows, cols = s["height"] // (scale * 2), s["width"] // (scale * 2)
-        for i, region in enumerate(regions):
-            if not masks[i].any():
-                pooled = F.adaptive_max_pool2d(torch.as_tensor(region, dtype=torch.float32)[None, None], (rows, cols))
-                masks[i] = pooled.flatten() > 0
-        return masks
+        effect = "zero tokens, no effect (reference)" if mode == "drop" else "given the tokens under its pixels"
+        note = f"entity region covers no token at {s['width']}x{s['height']}: {effect} (vanishing_mask={mode})"
+        return [note] * len(vanished(self._token_masks(layout, vanishing="drop")))
 
     def _decode(self, latents: torch.Tensor) -> Image.Image:
         import torch
@@ -276,13 +290,15 @@ class FluxFamily(Generator):
         h, w = self._latent_size()
         return pipe._pack_latents(latents, 1, self._n_channels(), h, w).to(self._dtype)
 
-    def _packed_pixel_mask(self, union: np.ndarray) -> torch.Tensor:
-        """Bool packed-latent mask: a latent pixel is foreground if any image pixel under it is."""
+    def _packed_foreground(self, layout: Layout) -> torch.Tensor:
+        """Bool packed-latent inpainting foreground by DiffSynth's rule (`flux_regions.eligen_foreground`)."""
         import torch
-        import torch.nn.functional as F
+
+        from eligen_bench.generators.flux_regions import eligen_foreground
 
         h, w = self._latent_size()
-        grid = F.adaptive_max_pool2d(torch.as_tensor(union, dtype=torch.float32)[None, None], (h, w))
+        s = self.settings
+        grid = torch.from_numpy(eligen_foreground(layout, s["height"], s["width"])).float()[None, None]
         grid = grid.expand(1, self._n_channels(), h, w)
         packed = self._pipe._pack_latents(grid, 1, self._n_channels(), h, w)
         return (packed > 0).to(self._device)
@@ -293,6 +309,7 @@ class FluxGenerator(FluxFamily):
 
     name: ClassVar[str] = "flux"
     description: ClassVar[str] = "FLUX.1-dev, global prompt only (no entity control)"
+    reference: ClassVar[str] = DIFFSYNTH_REF
     capabilities: ClassVar[Capabilities] = Capabilities(boxes=False, masks=False, resolution=(1024, 1024))
     defaults: ClassVar[dict[str, Any]] = dict(_COMMON)
 
@@ -302,6 +319,7 @@ class EliGenGenerator(FluxFamily):
 
     name: ClassVar[str] = "eligen"
     description: ClassVar[str] = "EliGen: regional attention on FLUX.1-dev with the EliGen LoRA"
+    reference: ClassVar[str] = DIFFSYNTH_REF
     capabilities: ClassVar[Capabilities] = Capabilities(
         boxes=True, masks=True, inpainting=True, resolution=(1024, 1024)
     )
@@ -311,9 +329,22 @@ class EliGenGenerator(FluxFamily):
         "lora_file": "model_bf16.safetensors",
         "lora_revision": None,
         "lora_scale": 1.0,
+        # None: refuse a file whose alpha keys would rescale it; "ignore" merges B @ A as
+        # DiffSynth's loader does (it never reads alpha keys); "apply" scales by alpha / rank
+        "lora_alpha_mode": None,
         "cfg_entity_control": False,
         "attention_method": "auto",
+        # DiffSynth gives an entity whose mask vanishes on the latent grid zero tokens
+        "vanishing_mask": "drop",
     }
+
+    def _check_settings(self) -> None:
+        from eligen_bench.generators.flux_lora import ALPHA_MODES
+
+        super()._check_settings()
+        if self.settings["lora_alpha_mode"] not in (None, *ALPHA_MODES):
+            raise InputError(f"choose one of {ALPHA_MODES} (or leave it unset)",
+                             where=f"generator {self.name!r}", field="lora_alpha_mode")
 
     def model_ids(self) -> dict[str, str]:
         ids = super().model_ids()
@@ -323,6 +354,10 @@ class EliGenGenerator(FluxFamily):
             s = self.settings
             ids["lora"] = f"{s['lora']}/{s['lora_file']}@{s['lora_revision'] or 'main'}"
         return ids
+
+    def adapt(self, layout: Layout) -> tuple[Layout, list[str]]:
+        layout, notes = super().adapt(layout)
+        return layout, notes + self._vanishing_notes(layout)
 
     def _after_load(self) -> None:
         from eligen_bench.generators import flux_regional
@@ -334,11 +369,20 @@ class EliGenGenerator(FluxFamily):
             assert self._tmpdir is not None
             lora, lora_file = str(write_tiny_lora(self._pipe.transformer, Path(self._tmpdir) / "lora")), "lora.safetensors"
         self.lora_modules = load_eligen_lora(
-            self._pipe.transformer, lora, lora_file, scale=float(s["lora_scale"]), revision=s["lora_revision"]
+            self._pipe.transformer, lora, lora_file, scale=float(s["lora_scale"]), revision=s["lora_revision"],
+            alpha_mode=s["lora_alpha_mode"],
         )
+        self.load_notes = [f"EliGen LoRA: {len(set(self.lora_modules))} modules updated"]
+        log.info("%s: %s", self.name, self.load_notes[0])
         flux_regional.install(self._pipe.transformer)
 
-    def _conditioning(self, layout: Layout, regions: list[np.ndarray]) -> tuple[Conditioning, Conditioning | None]:
+    def _token_masks(self, layout: Layout, vanishing: str | None = None) -> torch.Tensor:
+        from eligen_bench.generators.flux_regions import eligen_token_masks
+
+        s = self.settings
+        return eligen_token_masks(layout, s["height"], s["width"], vanishing or s["vanishing_mask"])
+
+    def _conditioning(self, layout: Layout) -> tuple[Conditioning, Conditioning | None]:
         import torch
 
         from eligen_bench.generators.flux_regional import EliGenControl
@@ -346,13 +390,13 @@ class EliGenGenerator(FluxFamily):
         from eligen_bench.generators.regional_attention import build_plan
 
         negative = self._negative()
-        if not regions:
+        if not layout.entities:
             embeds, pooled = self._encode([layout.prompt])
             return Conditioning(embeds, pooled), negative
         prompts = [layout.prompt] + [e.prompt for e in layout.entities]
         embeds, pooled = self._encode(prompts)
         length = embeds.shape[1]
-        plan = build_plan([length] * len(prompts), self._token_masks(regions)).to(self._device)
+        plan = build_plan([length] * len(prompts), self._token_masks(layout)).to(self._device)
         control = EliGenControl(plan, method=self.settings["attention_method"])
         positive = Conditioning(embeds.reshape(1, -1, embeds.shape[-1]), pooled[:1], regional=control)
         if negative is not None and self.settings["cfg_entity_control"]:
@@ -361,18 +405,15 @@ class EliGenGenerator(FluxFamily):
             negative = Conditioning(neg_embeds, negative.pooled, regional=control)
         return positive, negative
 
-    def _inpainting(self, request: GenerationRequest, regions: list[np.ndarray]) -> Inpainting | None:
-        import numpy as np
-
+    def _inpainting(self, request: GenerationRequest) -> Inpainting | None:
         from eligen_bench.generators.flux_sampling import Inpainting
 
         if request.init_image is None:
             return None
         where = f"layout {request.layout.id!r}"
-        if not regions:
+        if not request.layout.entities:
             raise InputError("inpainting needs at least one entity mask or box", where=where, field="entities")
-        union = np.logical_or.reduce(regions)
-        return Inpainting(self._encode_image(request.init_image), self._packed_pixel_mask(union))
+        return Inpainting(self._encode_image(request.init_image), self._packed_foreground(request.layout))
 
 
 class RegionalFluxGenerator(FluxFamily):
@@ -380,16 +421,24 @@ class RegionalFluxGenerator(FluxFamily):
 
     name: ClassVar[str] = "regional-flux"
     description: ClassVar[str] = "Regional Prompting FLUX (training-free attention masks, base ratio)"
+    reference: ClassVar[str] = REGIONAL_REF
     capabilities: ClassVar[Capabilities] = Capabilities(boxes=True, masks=True, resolution=(1024, 1024))
+    # Sampling: the reference runs diffusers' FluxPipeline; the rest is the active example of
+    # antonioo-c/Regional-Prompting-FLUX@5ce6e6e, infer_flux_regional.py.
     defaults: ClassVar[dict[str, Any]] = {
         **_COMMON,
-        "steps": 24,
-        "cfg_scale": 1.0,
-        "base_ratio": 0.2,
-        "inject_steps": 10,
-        "double_inject_interval": 1,
-        "single_inject_interval": 1,
-        "background_prompt": None,
+        "scheduler": "diffusers",
+        "steps": 24,  # num_inference_steps = 24
+        "cfg_scale": 1.0,  # guidance_scale = 3.5 is the embedded guidance; no true CFG
+        "base_ratio": 0.3,  # base_ratio = 0.3
+        "inject_steps": 10,  # mask_inject_steps = 10
+        "double_inject_interval": 1,  # double_inject_blocks_interval = 1
+        "single_inject_interval": 1,  # single_inject_blocks_interval = 1
+        "background_prompt": "a photo",  # background_prompt = "a photo"; None: the global prompt
+        # "reference": background = 1 - sum(masks) as a bool mask (overlaps join it);
+        # "exclusive": only tokens no entity covers
+        "overlap": "reference",
+        "vanishing_mask": "drop",
     }
 
     def _check_settings(self) -> None:
@@ -402,33 +451,46 @@ class RegionalFluxGenerator(FluxFamily):
         for key in ("double_inject_interval", "single_inject_interval"):
             if not isinstance(s[key], int) or s[key] < 1:
                 raise InputError("must be an integer >= 1 (1: every block)", where=where, field=key)
+        if s["overlap"] not in OVERLAPS:
+            raise InputError(f"choose one of {OVERLAPS}", where=where, field="overlap")
+
+    def adapt(self, layout: Layout) -> tuple[Layout, list[str]]:
+        layout, notes = super().adapt(layout)
+        return layout, notes + self._vanishing_notes(layout)
 
     def _after_load(self) -> None:
         from eligen_bench.generators import flux_regional
 
         flux_regional.install(self._pipe.transformer)
 
-    def _conditioning(self, layout: Layout, regions: list[np.ndarray]) -> tuple[Conditioning, Conditioning | None]:
+    def _token_masks(self, layout: Layout, vanishing: str | None = None) -> torch.Tensor:
+        from eligen_bench.generators.flux_regions import regional_token_masks
+
+        s = self.settings
+        return regional_token_masks(layout, s["height"], s["width"], vanishing or s["vanishing_mask"])
+
+    def _conditioning(self, layout: Layout) -> tuple[Conditioning, Conditioning | None]:
         import torch
 
         from eligen_bench.generators.flux_regional import (
             RegionalPromptingControl,
             regional_prompting_mask,
         )
+        from eligen_bench.generators.flux_regions import regional_background
         from eligen_bench.generators.flux_sampling import Conditioning
 
         s = self.settings
         base_embeds, pooled = self._encode([layout.prompt])
         base = Conditioning(base_embeds, pooled)
         negative = self._negative()
-        if not regions or s["inject_steps"] == 0:
+        if not layout.entities or s["inject_steps"] == 0:
             return base, negative
-        masks = self._token_masks(regions)
+        masks = self._token_masks(layout)
         prompts = [e.prompt for e in layout.entities]
-        uncovered = ~masks.any(0)
-        if uncovered.any():  # the reference adds a background prompt for the rest of the image
+        background = regional_background(layout, masks, s["height"], s["width"], s["overlap"])
+        if background is not None:
             prompts.append(s["background_prompt"] or layout.prompt)
-            masks = torch.cat([masks, uncovered[None]])
+            masks = torch.cat([masks, background[None]])
         embeds, _ = self._encode(prompts)
         length = embeds.shape[1]
         regional = embeds.reshape(1, -1, embeds.shape[-1])
@@ -450,21 +512,6 @@ class RegionalFluxGenerator(FluxFamily):
 
 
 # ----- module-level helpers (stateless) ---------------------------------------------------
-def entity_regions(layout: Layout) -> list[np.ndarray]:
-    """Each entity's region (mask, else box) at the layout's size; an empty one is an InputError."""
-    regions = []
-    for i, entity in enumerate(layout.entities):
-        region = entity.region(layout.height, layout.width)
-        if not region.any():
-            raise InputError(
-                "region is empty (no pixel set); give a mask with at least one pixel",
-                where=f"layout {layout.id!r}",
-                field=f"entities[{i}].mask",
-            )
-        regions.append(region)
-    return regions
-
-
 def load_flux_pipeline(source: str, revision: str | None, dtype: torch.dtype) -> Any:
     """diffusers' `FluxPipeline.from_pretrained`: the one loader of real and tiny checkpoints."""
     import diffusers

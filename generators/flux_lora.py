@@ -15,8 +15,12 @@ by rows of B: the slice of ``dW`` that belongs to ``to_k`` is ``B[d:2d] @ A``. T
 norms keep the same chunk order in both code bases (shift, scale, gate, ...), so their LoRAs
 map one to one.
 
-The reference loader merges ``W + alpha * B @ A`` with alpha 1 (the LoRA was trained with
-lora_alpha equal to its rank); `fuse_lora` does the same with ``scale`` (``lora_scale``).
+The reference loader merges ``W + lora_alpha * B @ A`` with ``lora_alpha=1`` and never reads
+alpha keys (modelscope/DiffSynth-Studio@2e59733, diffsynth/models/lora.py, `convert_state_dict`;
+examples/EntityControl/entity_control.py loads EliGen with ``lora_alpha=1``); `fuse_lora` does
+the same with ``scale`` (``lora_scale``). A file whose alpha keys differ from its rank would be
+scaled by PEFT-style loaders (alpha / rank, e.g. 1/64): such a file is refused unless
+``alpha_mode`` says what to do ("ignore": the reference's merge; "apply": alpha / rank).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
 
 ELIGEN_LORA_REPO = "modelscope/EliGen"
 ELIGEN_LORA_FILE = "model_bf16.safetensors"
+ALPHA_MODES = ("ignore", "apply")
 
 _KEY = re.compile(
     r"^(?:(?:diffusion_model|dit|pipe\.dit|model)\.)?(?P<module>.+?)\.lora_(?P<ab>[AB])(?:\.default)?\.weight$"
@@ -160,12 +165,20 @@ def read_lora(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def pair_lora_keys(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
-    """DiffSynth module name -> (A, B, alpha/rank or 1). Unknown or unpaired keys raise InputError.
+def pair_lora_keys(
+    state: Mapping[str, torch.Tensor], alpha_mode: str | None = None
+) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+    """DiffSynth module name -> (A, B, scale). Unknown or unpaired keys raise InputError.
 
-    Keys in kohya/BFL naming (`lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight`) are
-    read as their DiffSynth equivalents.
+    The scale is 1 unless `alpha_mode` is "apply" (then alpha / rank where the file gives
+    alpha). With `alpha_mode` None, an alpha key that differs from its module's rank raises
+    InputError: the two conventions would give different weights. Keys in kohya/BFL naming
+    (`lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight`) are read as their DiffSynth
+    equivalents.
     """
+    if alpha_mode not in (None, *ALPHA_MODES):
+        raise InputError(f"lora_alpha_mode must be one of {ALPHA_MODES} or unset, got {alpha_mode!r}",
+                         field="lora_alpha_mode")
     downs: dict[str, torch.Tensor] = {}
     ups: dict[str, torch.Tensor] = {}
     alphas: dict[str, float] = {}
@@ -184,22 +197,33 @@ def pair_lora_keys(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[torch.T
     if set(downs) != set(ups):
         missing = sorted(set(downs) ^ set(ups))
         raise InputError(f"LoRA A/B pairs incomplete for {missing[:5]}", field="lora")
+    rescaled = sorted(m for m, down in downs.items() if m in alphas and alphas[m] != down.shape[0])
+    if rescaled and alpha_mode is None:
+        first = rescaled[0]
+        raise InputError(
+            f"{len(rescaled)} modules carry an alpha that differs from their rank (e.g. {first}: alpha "
+            f"{alphas[first]:g}, rank {downs[first].shape[0]}), which would rescale the LoRA; set "
+            "lora_alpha_mode=ignore (DiffSynth's merge, alpha unused) or lora_alpha_mode=apply (alpha / rank)",
+            field="lora_alpha_mode",
+        )
     pairs = {}
     for module, down in downs.items():
         rank = down.shape[0]
-        scale = alphas[module] / rank if module in alphas else 1.0
+        scale = alphas[module] / rank if alpha_mode == "apply" and module in alphas else 1.0
         pairs[module] = (down, ups[module], scale)
     return pairs
 
 
-def convert_diffsynth_lora(state: Mapping[str, torch.Tensor], hidden_size: int) -> list[LoraDelta]:
+def convert_diffsynth_lora(
+    state: Mapping[str, torch.Tensor], hidden_size: int, alpha_mode: str | None = None
+) -> list[LoraDelta]:
     """Map a DiffSynth-named FLUX LoRA onto diffusers `FluxTransformer2DModel` module names.
 
     `hidden_size` is the transformer's inner dim (3072 for FLUX.1-dev): the row split of fused
     projections is in units of it.
     """
     deltas: list[LoraDelta] = []
-    for module, (down, up, scale) in sorted(pair_lora_keys(state).items()):
+    for module, (down, up, scale) in sorted(pair_lora_keys(state, alpha_mode).items()):
         for target, rows in _targets(module):
             if rows is None:
                 piece = up
@@ -269,11 +293,15 @@ def load_eligen_lora(
     lora_file: str = ELIGEN_LORA_FILE,
     scale: float = 1.0,
     revision: str | None = None,
+    alpha_mode: str | None = None,
 ) -> list[str]:
-    """Resolve, read, convert and fuse the EliGen LoRA into a diffusers FLUX transformer."""
+    """Resolve, read, convert and fuse the EliGen LoRA into a diffusers FLUX transformer.
+
+    Returns the diffusers modules updated (one entry per module).
+    """
     path = resolve_lora_file(lora, lora_file, revision)
     hidden = int(transformer.config.num_attention_heads * transformer.config.attention_head_dim)
-    deltas = convert_diffsynth_lora(read_lora(path), hidden)
+    deltas = convert_diffsynth_lora(read_lora(path), hidden, alpha_mode)
     if not deltas:
         raise InputError(f"{str(path)!r} holds no LoRA weights", field="lora")
     return fuse_lora(transformer, deltas, scale)

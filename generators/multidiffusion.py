@@ -40,7 +40,7 @@ from eligen_bench.generators.gligen import (
     load_sd_source,
     resolve_dtype,
 )
-from eligen_bench.layout import Layout
+from eligen_bench.layout import Layout, resize_region
 
 if TYPE_CHECKING:
     import torch
@@ -137,7 +137,9 @@ class MultiDiffusionGenerator(Generator):
         with torch.no_grad():
             latent = torch.randn((1, unet.config.in_channels, height, width), generator=generator)
             latent = (latent * scheduler.init_noise_sigma).to(device=device, dtype=dtype)
-            masks = torch.from_numpy(region_masks(layout, height, width, settings["background_region"]))
+            masks = region_masks(layout, height, width, settings["background_region"],
+                                 image_size=(settings["height"], settings["width"]))
+            masks = torch.from_numpy(masks)
             masks = masks[:, None].to(device=device, dtype=dtype)
             prompts = [layout.prompt] + [e.prompt for e in layout.entities]
             embeds = self._encode_prompts(prompts, settings["negative_prompt"])
@@ -215,13 +217,24 @@ def load_sd_parts(source: str, revision: str | None, dtype: Any) -> dict[str, An
     }
 
 
-def region_masks(layout: Layout, height: int, width: int, background: str = "complement") -> np.ndarray:
+def region_masks(
+    layout: Layout, height: int, width: int, background: str = "complement",
+    image_size: tuple[int, int] | None = None,
+) -> np.ndarray:
     """Float masks (1 + entities, height, width) at latent resolution, background first.
 
-    Entity regions are their masks (nearest-neighbour resized) or boxes. The background is
-    1 - sum of the entity masks clipped at 0 (reference), or the whole canvas with 'full'.
+    As omerbt/MultiDiffusion@69bcdce (region_based.py, `preprocess_mask`) builds them: each
+    region is a binary mask at the image's size (a box drawn there, `box_region`; a mask as
+    stored), resized to the latent grid with torch's ``nearest`` (legacy, top-left sampling).
+    `image_size` is the image's (height, width), 8x the latent size when not given. The
+    background is 1 - sum of the entity masks clipped at 0 (reference), or the whole canvas
+    with 'full'.
     """
-    entity_masks = [e.region(height, width).astype(np.float32) for e in layout.entities]
+    image_h, image_w = image_size or (8 * height, 8 * width)
+    entity_masks = [
+        resize_region(e.source_region(image_h, image_w), height, width, "nearest").astype(np.float32)
+        for e in layout.entities
+    ]
     if background == "full":
         back = np.ones((height, width), dtype=np.float32)
     else:

@@ -414,8 +414,9 @@ def latent_token_masks(
 ) -> torch.Tensor:
     """Pixel masks -> bool (k, n_latent) token masks in FLUX's packed-latent order.
 
-    The rule (the reference code's): each mask (any size, nonzero = inside) is resized with
-    nearest-neighbour sampling at pixel centres (PIL's NEAREST, torch's "nearest-exact") to
+    The rule (the reference code's, modelscope/DiffSynth-Studio@2e59733,
+    diffsynth/pipelines/flux_image.py `preprocess_masks`): each mask (any size, nonzero =
+    inside) is resized with PIL's NEAREST (`eligen_bench.layout.resize_region`) to
     the latent grid of ``(rows * patch, cols * patch)`` cells, where
     ``rows = height // (vae_scale * patch)`` and ``cols = width // (vae_scale * patch)`` (the
     grid FLUX pipelines use; for sizes divisible by 16 it is ``(height // 8, width // 8)``).
@@ -426,6 +427,8 @@ def latent_token_masks(
     import numpy as np
     import torch
     import torch.nn.functional as F
+
+    from eligen_bench.layout import resize_region
 
     cell = vae_scale * patch
     rows, cols = height // cell, width // cell
@@ -441,11 +444,8 @@ def latent_token_masks(
                 f"entity {i}: mask must be a non-empty 2-D array, got shape {tuple(array.shape)}",
                 field="mask",
             )
-        grid = F.interpolate(
-            (array != 0).float()[None, None],
-            size=(rows * patch, cols * patch),
-            mode="nearest-exact",
-        )
+        cells = resize_region(array.numpy() != 0, rows * patch, cols * patch, "pil-nearest")
+        grid = torch.from_numpy(cells).float()[None, None]
         out[i] = F.max_pool2d(grid, patch).flatten() > 0
     return out
 

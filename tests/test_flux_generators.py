@@ -17,7 +17,6 @@ from eligen_bench.generators.flux import (
     FluxGenerator,
     RegionalFluxGenerator,
     build_tiny_flux,
-    entity_regions,
     load_flux_pipeline,
     write_tiny_lora,
 )
@@ -33,7 +32,7 @@ from eligen_bench.generators.flux_regional import (
     RegionalPromptingControl,
     regional_prompting_mask,
 )
-from eligen_bench.generators.flux_sampling import Conditioning, predict
+from eligen_bench.generators.flux_sampling import Conditioning, diffsynth_sigmas, predict
 from eligen_bench.generators.regional_attention import build_plan
 from eligen_bench.layout import Entity, Layout, Mask
 from eligen_bench.requests import GenerationRequest
@@ -251,7 +250,7 @@ def test_regional_prompting_mask_rules() -> None:
 def test_base_ratio_one_gives_the_base_prediction(gens) -> None:
     g = gens["regional-flux"]
     lay = layout()
-    positive, _ = g._conditioning(lay, entity_regions(lay))
+    positive, _ = g._conditioning(lay)
     base = positive.fallback
     control = positive.regional
     full = RegionalPromptingControl(control.mask, control.text_length, control.base_length, 1.0)
@@ -268,7 +267,8 @@ def test_base_ratio_one_gives_the_base_prediction(gens) -> None:
 def test_regional_flux_without_entities_equals_flux(gens) -> None:
     lay = layout(entities=())
     flux_img = gens["flux"].generate([request(gens["flux"], lay)])[0]
-    same = RegionalFluxGenerator(profile="tiny", cfg_scale=3.0)  # flux's sampling settings
+    # flux's sampling settings, its schedule included
+    same = RegionalFluxGenerator(profile="tiny", cfg_scale=3.0, scheduler="diffsynth")
     try:
         img = same.generate([request(same, lay)])[0]
     finally:
@@ -294,11 +294,12 @@ def test_eligen_without_entities_equals_flux_with_lora_fused(gens) -> None:
 
 
 # Final packed latents [0, 5:8, :2] of a 2-step tiny run (seed 11), recorded from this code on
-# CPU / float32; a change here means the sampler, the conditioning or the tiny models changed.
+# CPU / float32 (re-recorded when flux and eligen moved to DiffSynth's schedule and
+# regional-flux to the reference's background, base ratio and background prompt); a change here means the sampler, the conditioning or the tiny models changed.
 EXPECTED_LATENTS = {
-    "flux": [2.2013, 0.61452, 0.84368, 0.6321, -1.27363, -0.47849],
-    "eligen": [2.20724, 0.61471, 0.85397, 0.62969, -1.26138, -0.47182],
-    "regional-flux": [2.26511, 0.57308, 0.84635, 0.74243, -1.36969, -0.43972],
+    "flux": [2.31276, 0.6243, 0.82643, 0.71508, -1.33104, -0.49184],
+    "eligen": [2.31759, 0.62274, 0.8382, 0.71227, -1.31872, -0.48927],
+    "regional-flux": [2.26198, 0.5567, 0.83114, 0.72101, -1.36614, -0.45544],
 }
 
 
@@ -352,12 +353,12 @@ def test_inpainting_fusion_keeps_the_background(tmp_path: Path) -> None:
         lay = layout(entities=(Entity("a red ball", (0.0, 0.0, 0.25, 0.25)),))
         req = request(g, lay, init_image=init)
         z_init = g._encode_image(init)
-        fg = g._packed_pixel_mask(entity_regions(lay)[0])
+        fg = g._packed_foreground(lay)
         assert 0 < fg.float().mean() < 0.2  # the top-left 1/16 of the latents (token-aligned)
         noise = g._noise(req.seed)
         seen: list[tuple[int, torch.Tensor]] = []
         latents = g._sample(req, on_step=lambda i, z: seen.append((i, z.clone())))
-        sigmas = g._pipe.scheduler.sigmas
+        sigmas = torch.cat([diffsynth_sigmas(3), torch.zeros(1)])
         for i, z in seen:  # background follows the straight path from the noise to z_init
             path = sigmas[i + 1] * noise + (1 - sigmas[i + 1]) * z_init
             torch.testing.assert_close(z[~fg], path[~fg], rtol=0, atol=1e-5)
@@ -401,10 +402,12 @@ def test_masks_of_every_shape(gens) -> None:
     shapes = {"full": full, "one": one, "ring": ring}
     entities = [Entity(f"thing {k}", (0.0, 0.0, 1.0, 1.0), mask=_mask(v)) for k, v in shapes.items()]
     lay = layout(entities=entities)
-    tokens = g._token_masks(entity_regions(lay))
+    tokens = g._token_masks(lay)
     assert tokens.shape == (3, 64)
     assert tokens[0].all()
-    assert tokens[1].sum() == 1 and tokens[1].reshape(8, 8)[700 * 8 // size, 300 * 8 // size]
+    assert not tokens[1].any()  # a one-pixel mask vanishes on the grid: zero tokens (DiffSynth)
+    fallback = g._token_masks(lay, vanishing="one_token")[1]
+    assert fallback.sum() == 1 and fallback.reshape(8, 8)[700 * 8 // size, 300 * 8 // size]
     ring_tokens = tokens[2].reshape(8, 8)
     assert ring_tokens[1, 4] and not ring_tokens[4, 4] and not ring_tokens[0, 0]  # a hole in the middle
     for name in ("eligen", "regional-flux"):
@@ -432,8 +435,10 @@ def test_model_ids_and_defaults() -> None:
     assert s["max_sequence_length"] == 512 and s["cfg_entity_control"] is False
     assert EliGenGenerator.capabilities.inpainting and EliGenGenerator.capabilities.masks
     r = RegionalFluxGenerator().settings
-    # The reference example: 24 steps, beta 0.2, 10 injection steps, every double and single block.
-    assert (r["steps"], r["base_ratio"], r["inject_steps"]) == (24, 0.2, 10)
+    # The reference's active example: 24 steps, beta 0.3, 10 injection steps, every block.
+    assert (r["steps"], r["base_ratio"], r["inject_steps"]) == (24, 0.3, 10)
+    assert r["background_prompt"] == "a photo" and r["scheduler"] == "diffusers"
+    assert s["scheduler"] == "diffsynth" and FluxGenerator().settings["scheduler"] == "diffsynth"
     assert (r["double_inject_interval"], r["single_inject_interval"]) == (1, 1)
 
 

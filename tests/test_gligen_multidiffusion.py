@@ -23,7 +23,8 @@ EMPTY = Layout(id="street", prompt="an empty street at night", width=512, height
 EXPECTED_SLICE = {
     # Re-recorded when grounding came to span the reference's count (both calls of the first PLMS step).
     "gligen": [170, 127, 131, 154, 122, 134, 157, 129, 139, 159, 125, 130, 158, 118, 130, 165, 123, 130, 141, 150, 81, 149, 132, 97, 164, 136, 107],
-    "multidiffusion": [0, 114, 29, 0, 113, 91, 0, 85, 64, 0, 81, 0, 0, 98, 0, 0, 128, 0, 0, 0, 37, 0, 23, 11, 0, 98, 0],
+    # re-recorded when region masks became boxes drawn at image size, nearest to the latent grid
+    "multidiffusion": [0, 112, 26, 0, 116, 88, 0, 83, 63, 0, 80, 0, 0, 95, 0, 0, 123, 0, 0, 0, 35, 0, 21, 10, 0, 96, 0],
 }
 
 
