@@ -19,9 +19,9 @@ table uses, and it gives scores in the paper's range (20-28). Other open_clip mo
 Sharing: the model lives in the run's `ModelCache` under ``("open_clip", model, pretrained,
 device)``, the same key the ``aesthetic`` metric uses, so one ViT-L/14 serves all three
 metrics. Whole-image embeddings are memoised in the same cache under ``("clip-embeddings",
-<model key>)``, keyed by the PNG's sha256 (`ScoreItem.image_sha256`), so ``clip_global`` and
-``aesthetic`` run the image tower once per image; prompt embeddings are memoised by text. Items
-without a hash are never memoised. The memo grows with the run (768 floats per image, ~35 MB
+<model key>)``, keyed by the sha256 of the PNG's bytes (`ScoreItem.content_sha256`), so
+``clip_global`` and ``aesthetic`` run the image tower once per image; prompt embeddings are
+memoised by text. The memo grows with the run (768 floats per image, ~35 MB
 for 11k images) and is dropped with the cache.
 
 The ``tiny`` profile uses open_clip ViT-B-32 with random weights (seed 0) and its bundled
@@ -135,13 +135,11 @@ class Embedder:
         import torch
 
         memo = self.memo["image"]
-        missing = [i for i, item in enumerate(items) if not item.image_sha256 or item.image_sha256 not in memo]
-        fresh = dict(zip(missing, self.images([items[i].load_image() for i in missing]), strict=True)) if missing else {}
-        for i, embed in fresh.items():
-            if items[i].image_sha256:
-                memo[items[i].image_sha256] = embed
-        rows = [fresh[i] if i in fresh else memo[item.image_sha256] for i, item in enumerate(items)]
-        return torch.stack(rows)
+        keys = [item.content_sha256() for item in items]  # the file's content, never a recorded hash
+        missing = {key: item for key, item in zip(keys, items, strict=True) if key not in memo}
+        if missing:
+            memo.update(zip(missing, self.images([item.load_image() for item in missing.values()]), strict=True))
+        return torch.stack([memo[key] for key in keys])
 
     def texts(self, prompts: Sequence[str]) -> Any:
         """(B, D) normalised text embeddings, memoised by prompt."""
