@@ -341,3 +341,37 @@ def _empty_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "empty"
     folder.mkdir()
     return folder
+
+
+def test_win_rates_report_binary_rate_and_mean_preference_probability() -> None:
+    # Independent transcription of how PickScore (yuvalkirstain/PickScore@f79607f, README.md
+    # calc_probs) and MPS (Kwai-Kolors/MPS@be9027f, eval_overall_mps_on_hpdv2.py infer_example)
+    # turn two images' scores into preferences: torch.softmax over the pair, first entry.
+    import torch
+
+    rows = [{"metric": "pickscore", "generator": g, "layout_id": f"L{i}", "seed_index": 0, "entity_index": -1,
+             "value": v, "status": "ok"} for g, values in PICK_VALUES.items() for i, v in enumerate(values)]
+    table = win_rates(pd.DataFrame(rows), "pickscore", preference=True).set_index(["generator", "opponent"])
+    for generator in PICK_VALUES:
+        for opponent in PICK_VALUES:
+            if generator == opponent:
+                continue
+            pairs = torch.tensor(list(zip(PICK_VALUES[generator], PICK_VALUES[opponent], strict=True)))
+            expected = torch.softmax(pairs, dim=-1)[:, 0].mean().item()
+            assert table.loc[(generator, opponent), "preference"] == pytest.approx(expected)
+    # a 1-point margin gives a strict win (rate 1) but a preference of about 0.73, not 1
+    assert table.loc[("eligen", "migc"), "win_rate"] == pytest.approx(2 / 3)
+    assert table.loc[("eligen", "migc"), "preference"] != pytest.approx(table.loc[("eligen", "migc"), "win_rate"])
+    plain = win_rates(pd.DataFrame(rows), "pickscore").set_index(["generator", "opponent"])
+    assert plain["preference"].isna().all()  # only preference models' scores are logits
+
+
+def test_win_rate_files_show_both_rates_labelled(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    write_report(run, options=FAST)
+    wins = pd.read_csv(run / "report" / "win_rates.csv").set_index(["generator", "opponent"])
+    pref = wins.loc[("eligen", "gligen"), "preference"]
+    assert pref == pytest.approx(np.mean(1 / (1 + np.exp(-(np.array([22.0, 21.0, 20.0]) - [21.0, 21.0, 19.0])))))
+    text = (run / "report" / "win_rates.md").read_text(encoding="utf-8")
+    assert "win rate / preference (%)" in text and f"83.33 / {100 * pref:.2f}" in text
+    assert "Table 2" in text

@@ -218,14 +218,29 @@ def _order(table: pd.DataFrame, run: Run, last: list[str]) -> pd.DataFrame:
     return table.sort_values(["_m", "_g", *last]).drop(columns=["_m", "_g"]).reset_index(drop=True)
 
 
-def win_rates(scores: pd.DataFrame, metric: str, *, higher_is_better: bool = True,
-              generators: Sequence[str] | None = None) -> pd.DataFrame:
-    """Pairwise win rates of image-level scores on the same (layout, seed).
+def preference_probability(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:
+    """softmax([ours, theirs])[0] per pair: how PickScore's and MPS's own code turn two scores of
+    one prompt into a preference (yuvalkirstain/PickScore@f79607f README.md `calc_probs`;
+    Kwai-Kolors/MPS@be9027f eval_overall_mps_on_hpdv2.py `infer_example`: both
+    `torch.softmax(scores, dim=-1)` over the images' logit-scaled scores)."""
+    return 1.0 / (1.0 + np.exp(np.clip(theirs - ours, -700.0, 700.0)))
 
-    A generator wins a pair when its value is strictly better; a tie counts half a win (the
-    paper's Table 2). Only images that both generators have a valid value for are compared.
-    Returns one row per ordered pair: generator, opponent, wins, ties, losses, n, win_rate
-    (0..1, NaN when n is 0).
+
+WIN_COLUMNS = ["generator", "opponent", "wins", "ties", "losses", "n", "win_rate", "preference"]
+
+
+def win_rates(scores: pd.DataFrame, metric: str, *, higher_is_better: bool = True,
+              generators: Sequence[str] | None = None, preference: bool = False) -> pd.DataFrame:
+    """Pairwise comparisons of image-level scores on the same (layout, seed).
+
+    Two numbers per ordered pair, over the images both generators have a valid value for:
+    `win_rate`, the binary win rate (a strictly better value wins, a tie counts half), and, when
+    `preference` is set (preference models, whose scores are logits), `preference`, the mean
+    preference probability softmax([ours, theirs])[0] (`preference_probability`); NaN otherwise.
+    The EliGen paper's Table 2 caption calls its values "the win rate in pairwise comparisons",
+    its text (Sec. 5.2) "the probability of humans favoring one image over another" and
+    "preference probability"; its evaluation code is not published, so both are reported.
+    Returns one row per ordered pair: `WIN_COLUMNS` (rates 0..1, NaN when n is 0).
     """
     import pandas as pd
 
@@ -238,20 +253,27 @@ def win_rates(scores: pd.DataFrame, metric: str, *, higher_is_better: bool = Tru
         for opponent in names:
             if opponent == generator:
                 continue
-            if generator in table.columns and opponent in table.columns:
-                both = table[[generator, opponent]].dropna()
-                diff = (both[generator] - both[opponent]).to_numpy()
-            else:
-                diff = np.zeros(0)
-            if not higher_is_better:
-                diff = -diff
-            wins, ties = int((diff > 0).sum()), int((diff == 0).sum())
-            n = int(diff.size)
-            records.append({"generator": generator, "opponent": opponent, "wins": wins, "ties": ties,
-                            "losses": n - wins - ties, "n": n,
-                            "win_rate": (wins + 0.5 * ties) / n if n else float("nan")})
-    return pd.DataFrame.from_records(records, columns=["generator", "opponent", "wins", "ties", "losses",
-                                                       "n", "win_rate"])
+            ours, theirs = _paired_values(table, generator, opponent)
+            records.append(_pair_record(generator, opponent, ours, theirs, higher_is_better, preference))
+    return pd.DataFrame.from_records(records, columns=WIN_COLUMNS)
+
+
+def _paired_values(table: pd.DataFrame, generator: str, opponent: str) -> tuple[np.ndarray, np.ndarray]:
+    if generator not in table.columns or opponent not in table.columns:
+        return np.zeros(0), np.zeros(0)
+    both = table[[generator, opponent]].dropna()
+    return both[generator].to_numpy(float), both[opponent].to_numpy(float)
+
+
+def _pair_record(generator: str, opponent: str, ours: np.ndarray, theirs: np.ndarray,
+                 higher_is_better: bool, preference: bool) -> dict[str, object]:
+    diff = ours - theirs if higher_is_better else theirs - ours
+    wins, ties, n = int((diff > 0).sum()), int((diff == 0).sum()), int(diff.size)
+    prob = float(preference_probability(ours, theirs).mean()) if preference and higher_is_better and n \
+        else float("nan")
+    return {"generator": generator, "opponent": opponent, "wins": wins, "ties": ties,
+            "losses": n - wins - ties, "n": n, "win_rate": (wins + 0.5 * ties) / n if n else float("nan"),
+            "preference": prob}
 
 
 def win_rate_metrics(run: Run, *, all_image_metrics: bool = False) -> list[str]:
@@ -266,11 +288,11 @@ def all_win_rates(run: Run, labels: Sequence[str]) -> pd.DataFrame:
 
     parts = []
     for label in labels:
-        table = win_rates(run.scores, label, higher_is_better=run.metrics[label].higher_is_better,
-                          generators=run.generators)
+        info = run.metrics[label]
+        table = win_rates(run.scores, label, higher_is_better=info.higher_is_better,
+                          generators=run.generators, preference=info.name in PREFERENCE_METRICS)
         table.insert(0, "metric", label)
         parts.append(table)
     if not parts:
-        return pd.DataFrame(columns=["metric", "generator", "opponent", "wins", "ties", "losses", "n",
-                                     "win_rate"])
+        return pd.DataFrame(columns=["metric", *WIN_COLUMNS])
     return pd.concat(parts, ignore_index=True)

@@ -169,3 +169,29 @@ def to_html(table: Table) -> str:
                    for name, cells in table.rows)
     notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in table.notes)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}"
+
+
+def win_rate_table(wins: pd.DataFrame, label: str, generators: Sequence[str], *, decimals: int = 2) -> Table:
+    """Row vs column for one metric label: 'win rate / preference' in %, each labelled below."""
+    rates = {(r.generator, r.opponent): r for r in wins[wins["metric"] == label].itertuples()}
+    with_preference = bool(len(wins)) and bool(wins.loc[wins["metric"] == label, "preference"].notna().any())
+    body = []
+    for g in generators:
+        cells = []
+        for o in generators:
+            r = rates.get((g, o))
+            text = "–" if r is None else fmt(100 * r.win_rate, decimals)
+            if with_preference and r is not None:
+                text += f" / {fmt(100 * r.preference, decimals)}"
+            cells.append(Cell(text))
+        body.append((g, cells))
+    notes = [f"{label}: win rate = share of (layout, seed) pairs where the row's value is strictly better, "
+             "ties count half."]
+    corner = "win rate (%) of row vs column"
+    if with_preference:
+        corner = "win rate / preference (%) of row vs column"
+        notes.append("preference = mean of softmax(row score, column score) over the same pairs, as "
+                     "PickScore's and MPS's code turn two scores into a preference probability. The "
+                     "EliGen paper's Table 2 caption names its values win rates; its text describes a "
+                     "preference probability.")
+    return Table(corner, list(generators), body, notes)
