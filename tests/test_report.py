@@ -375,3 +375,19 @@ def test_win_rate_files_show_both_rates_labelled(tmp_path: Path) -> None:
     text = (run / "report" / "win_rates.md").read_text(encoding="utf-8")
     assert "win rate / preference (%)" in text and f"83.33 / {100 * pref:.2f}" in text
     assert "Table 2" in text
+
+
+def test_vlm_success_shows_strict_rate_beside_parsed_rate(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    summary = summarize(load_run(run), BootstrapOptions(resamples=50)).set_index(["generator", "metric"])
+    # migc: 4 yes of 5 parsed answers, 1 unparsed of 6 entities
+    assert summary.loc[("migc", VLM), "mean"] == pytest.approx(80.0)
+    assert summary.loc[("migc", VLM), "strict_mean"] == pytest.approx(100 * 4 / 6)
+    assert summary.loc[("eligen", VLM), "strict_mean"] == pytest.approx(summary.loc[("eligen", VLM), "mean"])
+    write_report(run, options=FAST)
+    markdown = (run / "report" / "table.md").read_text(encoding="utf-8")
+    header = next(line for line in markdown.splitlines() if line.startswith("| Model"))
+    assert f"{VLM} parsed (%) ↑" in header and f"{VLM} strict (%) ↑" in header
+    migc = next(line for line in markdown.splitlines() if line.startswith("| migc"))
+    assert "80.00" in migc and "66.67" in migc
+    assert "unparsed answers count as failures" in markdown

@@ -73,7 +73,8 @@ def bootstrap_mean(sums: np.ndarray, counts: np.ndarray, weights: np.ndarray,
 def summarize(run: Run, options: BootstrapOptions | None = None) -> pd.DataFrame:
     """One row per (generator, metric label): mean, CI, n and counts of invalid rows.
 
-    Columns: generator, metric, mean, ci_low, ci_high (scaled), n (valid values), n_layouts
+    Columns: generator, metric, mean, ci_low, ci_high (scaled), strict_mean, strict_ci_low,
+    strict_ci_high (scaled; unparsed rows count as 0, see `_strict_mean`), n (valid values), n_layouts
     (layouts with a valid value), n_rows, n_expected, n_excluded, n_unparsed, n_other_invalid.
     """
     import pandas as pd
@@ -99,17 +100,31 @@ def summarize(run: Run, options: BootstrapOptions | None = None) -> pd.DataFrame
             status = rows["status"].value_counts()
             n_invalid = len(rows) - len(good)
             excluded, unparsed = int(status.get("excluded", 0)), int(status.get("unparsed", 0))
+            strict = _strict_mean(rows, layout_ids, weights, options.confidence) if run_level is None \
+                else (mean, low, high)
             records.append({
                 "generator": generator, "metric": label,
                 "mean": mean * info.scale, "ci_low": low * info.scale, "ci_high": high * info.scale,
+                "strict_mean": strict[0] * info.scale, "strict_ci_low": strict[1] * info.scale,
+                "strict_ci_high": strict[2] * info.scale,
                 "n": len(good), "n_layouts": int((counts > 0).sum()), "n_rows": len(rows),
                 "n_expected": expected_rows(run, info),
                 "n_excluded": excluded, "n_unparsed": unparsed,
                 "n_other_invalid": n_invalid - excluded - unparsed,
             })
     return pd.DataFrame.from_records(records, columns=[
-        "generator", "metric", "mean", "ci_low", "ci_high", "n", "n_layouts", "n_rows",
-        "n_expected", "n_excluded", "n_unparsed", "n_other_invalid"])
+        "generator", "metric", "mean", "ci_low", "ci_high", "strict_mean", "strict_ci_low", "strict_ci_high",
+        "n", "n_layouts", "n_rows", "n_expected", "n_excluded", "n_unparsed", "n_other_invalid"])
+
+
+def _strict_mean(rows: pd.DataFrame, layout_ids: Sequence[str], weights: np.ndarray,
+                 confidence: float) -> tuple[float, float, float]:
+    """The mean with every 'unparsed' row counted as 0 (a VLM answer nobody can read is not a
+    success): the strict rate, beside the rate over parsed answers."""
+    counted = rows[rows["_valid"] | (rows["status"] == "unparsed")]
+    counted = counted.assign(value=counted["value"].where(counted["_valid"], 0.0))
+    sums, counts = per_layout(counted, layout_ids)
+    return bootstrap_mean(sums, counts, weights, confidence)
 
 
 def _aggregator(name: str):  # noqa: ANN202 - a bound classmethod or None
