@@ -399,7 +399,9 @@ def _tiny_tokenizer() -> Any:
     from transformers import PreTrainedTokenizerFast
 
     vocab: dict[str, int] = {"<|endoftext|>": 0}
-    for symbol in pre_tokenizers.ByteLevel.alphabet():
+    # alphabet() is a set of str, whose order follows the process's hash seed: sort it, so every
+    # process builds the same vocabulary (and the same judge answers).
+    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
         vocab.setdefault(symbol, len(vocab))
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
