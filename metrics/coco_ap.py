@@ -143,7 +143,10 @@ class CocoAP(YoloMetric):
 
     @classmethod
     def aggregate(cls, rows: Any, layouts: Mapping[str, Layout]) -> float | None:
-        """Run-level AP@[.5:.95] from the detections stored in the rows (what the report shows)."""
+        """Run-level AP@[.5:.95] from the detections stored in the rows (what the report shows).
+
+        Every image of the run counts, also those without a detector-class entity (status
+        'excluded'): their detections are false positives, as in pycocotools' COCOeval."""
         import json
 
         images = [(layouts[r.layout_id], detections_from_detail(json.loads(r.detail)))
