@@ -94,7 +94,9 @@ def summarize(run: Run, options: BootstrapOptions | None = None) -> pd.DataFrame
             good = rows[rows["_valid"]]
             sums, counts = per_layout(good, layout_ids)
             mean, low, high = bootstrap_mean(sums, counts, weights, options.confidence)
-            run_level = aggregate(good, layouts) if aggregate is not None and len(good) else None
+            # A run-level statistic sees every row of the cell: COCO AP counts the detections on
+            # images without a scorable entity as false positives, as pycocotools does.
+            run_level = aggregate(rows, layouts) if aggregate is not None and len(rows) else None
             if run_level is not None:  # a run-level statistic (COCO AP): no per-layout bootstrap
                 mean, low, high = run_level, float("nan"), float("nan")
             status = rows["status"].value_counts()
@@ -130,11 +132,14 @@ def _strict_mean(rows: pd.DataFrame, layout_ids: Sequence[str], weights: np.ndar
 def _aggregator(name: str):  # noqa: ANN202 - a bound classmethod or None
     """The metric class's run-level `aggregate`, when its plugin is installed."""
     from eligen_bench import registry
+    from eligen_bench.metrics.base import Metric
 
     try:
-        return registry.metric_class(name).aggregate
+        cls = registry.metric_class(name)
     except Exception:  # the report must work without the plugin that scored the rows
         return None
+    # None unless the class overrides it: the base class's answer is always "average the rows"
+    return cls.aggregate if cls.aggregate.__func__ is not Metric.aggregate.__func__ else None
 
 
 def per_layout(valid_rows: pd.DataFrame, layout_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -157,8 +162,13 @@ def paired_difference_interval(run: Run, other: Run, label: str, generator: str,
     """Percentile interval (scaled) of mean(run) - mean(other) under one shared layout resampling.
 
     Both runs are resampled with the same layouts in each draw, so the interval reflects the
-    difference between them on the same suite and seeds, not each run's own spread.
+    difference between them on the same suite and seeds, not each run's own spread. NaN for
+    metrics with a run-level `aggregate`.
     """
+    if _aggregator(run.metrics[label].name) is not None:
+        # A run-level statistic (COCO AP) is not a mean of per-layout values: an interval of the
+        # per-image mean would test another quantity. No interval (the delta still is run-level).
+        return float("nan"), float("nan")
     theirs = {layout.id for layout in other.suite.layouts}
     ids = [layout.id for layout in run.suite.layouts if layout.id in theirs]
     ours_sums, ours_counts = layout_sums(run, label, generator, ids)
