@@ -59,6 +59,8 @@ class YoloMetric(Metric):
     """Shared options, loading and inference of the detector-based metrics."""
 
     task: ClassVar[str] = "detect"
+    # Prediction defaults (conf 0.25, iou 0.7, max_det 300, imgsz 640) of the installed release.
+    reference: ClassVar[str] = "ultralytics/ultralytics@v8.4.190: ultralytics/cfg/default.yaml, yolo11x.pt"
     defaults: ClassVar[dict[str, Any]] = {
         "weights": "yolo11x.pt",
         "imgsz": 640,

@@ -70,3 +70,13 @@ def test_tiny_model_built_both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
     assert seen == [True, False]
     assert cs.built_activation(quick.model) == "quick_gelu" and cs.built_activation(plain.model) == "gelu"
     assert quick.key != plain.key  # the shared cache and embedding memo tell them apart
+
+
+def test_every_built_in_metric_names_the_code_its_defaults_follow() -> None:
+    from eligen_bench import registry
+
+    names = ["miou", "mask_iou", "coco_ap", "vlm_success", "clip_entity", "clip_global", "aesthetic",
+             "pickscore", "mps", "background_psnr"]
+    for name in names:
+        reference = registry.metric_class(name).reference
+        assert reference and (":" in reference), name
