@@ -37,7 +37,7 @@ class BackgroundPSNR(Metric):
 
     name = "background_psnr"
     # No reference code: Algorithm 1 of the EliGen paper only promises an unchanged background.
-    reference: ClassVar[str] = "EliGen paper (arXiv 2501.01097), Algorithm 1 (no published code)"
+    reference: ClassVar[str] = "EliGen paper (arXiv 2501.01097): Algorithm 1 (no published code)"
     level = "image"
     higher_is_better = True
     description = "Inpainting: PSNR (dB) vs the input image outside the entity regions"
