@@ -112,6 +112,8 @@ class Aesthetic(ClipMetric):
     """LAION improved aesthetic predictor on CLIP ViT-L/14 image embeddings (one row per image)."""
 
     name = "aesthetic"
+    reference: ClassVar[str] = ("christophschuhmann/improved-aesthetic-predictor@6934dd8: simple_inference.py "
+                                "(MLP, sac+logos+ava1-l14-linearMSE.pth); mlfoundations/open_clip@3057361 (CLIP)")
     level = "image"
     description = "LAION improved aesthetic predictor (sac+logos+ava1-l14-linearMSE) on CLIP ViT-L/14"
     defaults: ClassVar[dict[str, Any]] = {**ClipMetric.defaults, "weights": WEIGHTS_URL}

@@ -43,6 +43,13 @@ class ScoreItem:
     init_image: Path | None = None
     """The input image of an inpainting layout (see `Layout.init_image`); None otherwise."""
 
+    def content_sha256(self) -> str:
+        """sha256 of the image file's bytes: the key of every per-image memo. Computed from the
+        file, never taken from `image_sha256`, which callers may leave empty."""
+        import hashlib
+
+        return hashlib.sha256(Path(self.image_path).read_bytes()).hexdigest()
+
     def load_image(self) -> Image.Image:
         from PIL import Image
 
@@ -124,6 +131,8 @@ class Metric(ABC):
     level: ClassVar[str] = "image"
     defaults: ClassVar[Mapping[str, Any]] = {}
     description: ClassVar[str] = ""
+    reference: ClassVar[str] = ""
+    """The code its defaults follow: "owner/repo@commit: path" (several joined by "; ")."""
     in_default_run: ClassVar[bool] = True
     """Part of `run` when no list is given (False for plugins that need a file or opt-in)."""
     scale: ClassVar[float] = 1.0

@@ -11,17 +11,20 @@ CLIPScore with w = 100 instead of 2.5.
   model's own preprocessing (shorter side resized to 224, centre crop), ``"squash"`` resizes the
   crop to 224x224 so nothing of the entity is cut away.
 
-Model: ``clip_model="ViT-L-14"``, ``clip_pretrained="openai"`` (OpenAI CLIP ViT-L/14 at 224 px,
-QuickGELU). The paper does not name its CLIP; ViT-L/14 (OpenAI) is the most likely reading: it
+Model: ``clip_model="ViT-L-14"``, ``clip_pretrained="openai"`` (OpenAI CLIP ViT-L/14 at 224 px).
+``clip_activation="auto"`` builds the MLP activation the weights were trained with (QuickGELU for
+every OpenAI checkpoint, as open_clip's pretrained table says; its architecture configs default
+to GELU and open_clip only warns); naming another one, or a ``-quickgelu`` architecture with
+GELU weights, is an error. The resolved activation is part of the metric identity. The paper does not name its CLIP; ViT-L/14 (OpenAI) is the most likely reading: it
 is torchmetrics' default CLIPScore model and the backbone of the aesthetic predictor the same
 table uses, and it gives scores in the paper's range (20-28). Other open_clip models are options.
 
 Sharing: the model lives in the run's `ModelCache` under ``("open_clip", model, pretrained,
-device)``, the same key the ``aesthetic`` metric uses, so one ViT-L/14 serves all three
+activation, device)``, the same key the ``aesthetic`` metric uses, so one ViT-L/14 serves all three
 metrics. Whole-image embeddings are memoised in the same cache under ``("clip-embeddings",
-<model key>)``, keyed by the PNG's sha256 (`ScoreItem.image_sha256`), so ``clip_global`` and
-``aesthetic`` run the image tower once per image; prompt embeddings are memoised by text. Items
-without a hash are never memoised. The memo grows with the run (768 floats per image, ~35 MB
+<model key>)``, keyed by the sha256 of the PNG's bytes (`ScoreItem.content_sha256`), so
+``clip_global`` and ``aesthetic`` run the image tower once per image; prompt embeddings are
+memoised by text. The memo grows with the run (768 floats per image, ~35 MB
 for 11k images) and is dropped with the cache.
 
 The ``tiny`` profile uses open_clip ViT-B-32 with random weights (seed 0) and its bundled
@@ -41,6 +44,8 @@ from eligen_bench.metrics.base import IMAGE_LEVEL, Metric, ModelCache, ScoreItem
 from eligen_bench.tiny import TINY_WARNING
 
 TINY_CLIP = ("ViT-B-32", "random-seed0")
+TINY_ACTIVATION = "gelu"  # ViT-B-32.json's own; random weights have no trained activation
+ACTIVATIONS = ("auto", "quick_gelu", "gelu")
 CROP_FITS = ("center_crop", "squash")
 _NOT_IN_IDENTITY = ("allow_pickle",)
 
@@ -65,19 +70,79 @@ class ClipBundle:
         return int(self.model.visual.output_dim)
 
 
-def load_clip(model_name: str, pretrained: str | None, device: str, *, allow_pickle: bool = False) -> ClipBundle:
-    """open_clip model + transforms + tokenizer; `pretrained` is a tag (hub download) or a file path."""
+def clip_activation(model_name: str, pretrained: str | None, requested: str = "auto") -> str:
+    """The MLP activation to build `model_name` with: the one its weights were trained with.
+
+    open_clip's pretrained table (open_clip/pretrained.py, mlfoundations/open_clip@3057361,
+    v3.3.0) marks QuickGELU-trained weights with ``quick_gelu=True`` (all OpenAI weights), while
+    the architecture configs (``ViT-L-14.json``) default to GELU; create_model only warns on
+    the mismatch (factory.py, same commit). Here the tag decides and every mismatch is an error:
+    `requested` other than 'auto' must agree with the tag, and a ``-quickgelu`` architecture
+    cannot take GELU weights. Without a tag (a file, random weights) the architecture decides,
+    unless `requested` names the activation.
+    """
     import open_clip
 
+    if requested not in ACTIVATIONS:
+        raise InputError(f"must be one of {ACTIVATIONS}, got {requested!r}", field="clip_activation")
+    config = open_clip.get_model_config(model_name)
+    if config is None:
+        raise InputError(f"unknown open_clip model {model_name!r}", field="clip_model")
+    built_in = "quick_gelu" if config.get("quick_gelu") else "gelu"
+    # open_clip lists a "-quickgelu" name only with its QuickGELU tags: read the others' flags
+    # from the base architecture.
+    base_name = model_name.removesuffix("-quickgelu")
+    tag = (open_clip.get_pretrained_cfg(model_name, pretrained)
+           or open_clip.get_pretrained_cfg(base_name, pretrained)) if pretrained else {}
+    trained = ("quick_gelu" if tag.get("quick_gelu") else "gelu") if tag else None
+    wanted = trained or (built_in if requested == "auto" else requested)
+    if trained is not None and requested not in ("auto", trained):
+        raise InputError(f"{model_name}/{pretrained} was trained with {trained}, not {requested}",
+                         field="clip_activation")
+    if built_in == "quick_gelu" and wanted == "gelu":
+        raise InputError(f"{model_name} always builds QuickGELU, but {pretrained or 'this model'} needs GELU; "
+                         f"use the architecture without '-quickgelu'", field="clip_model")
+    return wanted
+
+
+def built_activation(model: Any) -> str:
+    """'quick_gelu' or 'gelu': the activation modules inside a built open_clip model."""
+    from open_clip.transformer import QuickGELU
+    from torch import nn
+
+    found = {"quick_gelu" if isinstance(m, QuickGELU) else "gelu"
+             for m in model.modules() if isinstance(m, (QuickGELU, nn.GELU))}
+    if len(found) != 1:
+        raise RuntimeError(f"expected one activation type in the CLIP model, found {sorted(found)}")
+    return found.pop()
+
+
+def load_clip(model_name: str, pretrained: str | None, device: str, *, allow_pickle: bool = False,
+              activation: str = "auto") -> ClipBundle:
+    """open_clip model + transforms + tokenizer; `pretrained` is a tag (hub download) or a file path.
+
+    Built with the activation its weights were trained with (`clip_activation`), checked on the
+    built modules."""
+    import open_clip
+
+    wanted = clip_activation(model_name, pretrained, activation)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            model_name, pretrained=pretrained, device=device, weights_only=not allow_pickle)
+            model_name, pretrained=pretrained, device=device, weights_only=not allow_pickle,
+            force_quick_gelu=wanted == "quick_gelu")
     except pickle.UnpicklingError as exc:  # what torch.load(weights_only=True) raises on such files
         raise InputError(f"{pretrained} needs unsafe unpickling ({str(exc).splitlines()[0]}); pass "
                          "allow_pickle=True if you trust the file", field="clip_pretrained") from exc
+    if built_activation(model) != wanted:
+        raise RuntimeError(f"{model_name} was built with {built_activation(model)}, expected {wanted}")
     model.eval()
     return ClipBundle(model, preprocess, open_clip.get_tokenizer(model_name),
-                      ("open_clip", model_name, pretrained, device))
+                      clip_cache_key(model_name, pretrained, wanted, device))
+
+
+def clip_cache_key(model_name: str, pretrained: str | None, activation: str, device: str) -> tuple:
+    """The model's identity in the run's cache (and its embedding memo): the activation is part of it."""
+    return ("open_clip", model_name, pretrained, activation, device)
 
 
 def tiny_clip(device: str = "cpu", seed: int = 0) -> ClipBundle:
@@ -86,8 +151,7 @@ def tiny_clip(device: str = "cpu", seed: int = 0) -> ClipBundle:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        bundle = load_clip(TINY_CLIP[0], None, device)
-    return ClipBundle(bundle.model, bundle.preprocess, bundle.tokenizer, ("open_clip", *TINY_CLIP, device))
+        return load_clip(TINY_CLIP[0], None, device)
 
 
 def clip_score(image_embeds: Any, text_embeds: Any) -> Any:
@@ -98,10 +162,11 @@ def clip_score(image_embeds: Any, text_embeds: Any) -> Any:
 def shared_clip(cache: ModelCache, profile: str, options: dict[str, Any], device: str) -> ClipBundle:
     """The run's one CLIP bundle for these options (built on first use)."""
     if profile == "tiny":
-        return cache.get(("open_clip", *TINY_CLIP, device), lambda: tiny_clip(device))
+        return cache.get(clip_cache_key(TINY_CLIP[0], None, TINY_ACTIVATION, device), lambda: tiny_clip(device))
     name, pretrained = options["clip_model"], options["clip_pretrained"]
-    return cache.get(("open_clip", name, pretrained, device),
-                     lambda: load_clip(name, pretrained, device, allow_pickle=bool(options["allow_pickle"])))
+    activation = clip_activation(name, pretrained, options["clip_activation"])
+    return cache.get(clip_cache_key(name, pretrained, activation, device), lambda: load_clip(
+        name, pretrained, device, allow_pickle=bool(options["allow_pickle"]), activation=activation))
 
 
 class Embedder:
@@ -135,13 +200,11 @@ class Embedder:
         import torch
 
         memo = self.memo["image"]
-        missing = [i for i, item in enumerate(items) if not item.image_sha256 or item.image_sha256 not in memo]
-        fresh = dict(zip(missing, self.images([items[i].load_image() for i in missing]), strict=True)) if missing else {}
-        for i, embed in fresh.items():
-            if items[i].image_sha256:
-                memo[items[i].image_sha256] = embed
-        rows = [fresh[i] if i in fresh else memo[item.image_sha256] for i, item in enumerate(items)]
-        return torch.stack(rows)
+        keys = [item.content_sha256() for item in items]  # the file's content, never a recorded hash
+        missing = {key: item for key, item in zip(keys, items, strict=True) if key not in memo}
+        if missing:
+            memo.update(zip(missing, self.images([item.load_image() for item in missing.values()]), strict=True))
+        return torch.stack([memo[key] for key in keys])
 
     def texts(self, prompts: Sequence[str]) -> Any:
         """(B, D) normalised text embeddings, memoised by prompt."""
@@ -164,11 +227,23 @@ class Embedder:
 class ClipMetric(Metric):
     """Options, loading and the embedder shared by the CLIP-based metrics."""
 
+    # OpenAI CLIP ViT-L/14 (see the module docstring), built with QuickGELU as its weights need.
+    reference: ClassVar[str] = ("mlfoundations/open_clip@3057361: src/open_clip/pretrained.py, factory.py "
+                                "(v3.3.0; ViT-L-14 'openai', quick_gelu=True)")
     defaults: ClassVar[dict[str, Any]] = {
         "clip_model": "ViT-L-14",
         "clip_pretrained": "openai",
+        "clip_activation": "auto",
         "allow_pickle": False,
     }
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if self.profile != "tiny":  # a mismatch is refused before anything is scored
+            self.activation = clip_activation(self.options["clip_model"], self.options["clip_pretrained"],
+                                              self.options["clip_activation"])
+        else:
+            self.activation = TINY_ACTIVATION
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity()
@@ -180,7 +255,8 @@ class ClipMetric(Metric):
         from importlib.metadata import version
 
         name, weights = TINY_CLIP if self.profile == "tiny" else (self.options["clip_model"], self.options["clip_pretrained"])
-        return {"clip": f"open_clip:{name}/{weights}", "open_clip": version("open_clip_torch")}
+        return {"clip": f"open_clip:{name}/{weights}", "clip_activation": self.activation,
+                "open_clip": version("open_clip_torch")}
 
     def load(self) -> Any:
         return shared_clip(self.cache, self.profile, self.options, self.resolve_device())

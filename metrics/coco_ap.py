@@ -109,6 +109,8 @@ class CocoAP(YoloMetric):
     """COCO AP@[.5:.95] of YOLO11x detections vs layout boxes (GLIGEN's metric), per image and run."""
 
     name = "coco_ap"
+    reference: ClassVar[str] = ("cocodataset/cocoapi@8c9bcc3: PythonAPI/pycocotools/cocoeval.py (bbox); "
+                                "ultralytics/ultralytics@v8.4.190 (yolo11x.pt)")
     level = "image"
     scale = 100.0
     description = "COCO box AP@[.5:.95] of YOLO11x detections against the layout boxes (the report shows the run-level AP)"
@@ -143,7 +145,10 @@ class CocoAP(YoloMetric):
 
     @classmethod
     def aggregate(cls, rows: Any, layouts: Mapping[str, Layout]) -> float | None:
-        """Run-level AP@[.5:.95] from the detections stored in the rows (what the report shows)."""
+        """Run-level AP@[.5:.95] from the detections stored in the rows (what the report shows).
+
+        Every image of the run counts, also those without a detector-class entity (status
+        'excluded'): their detections are false positives, as in pycocotools' COCOeval."""
         import json
 
         images = [(layouts[r.layout_id], detections_from_detail(json.loads(r.detail)))

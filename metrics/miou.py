@@ -59,6 +59,8 @@ class YoloMetric(Metric):
     """Shared options, loading and inference of the detector-based metrics."""
 
     task: ClassVar[str] = "detect"
+    # Prediction defaults (conf 0.25, iou 0.7, max_det 300, imgsz 640) of the installed release.
+    reference: ClassVar[str] = "ultralytics/ultralytics@v8.4.190: ultralytics/cfg/default.yaml, yolo11x.pt"
     defaults: ClassVar[dict[str, Any]] = {
         "weights": "yolo11x.pt",
         "imgsz": 640,
@@ -129,10 +131,12 @@ class YoloMetric(Metric):
         model_key = self._model_key or ("injected", id(self.model))
         memo = self.cache.get(("yolo-detections", model_key, int(o["imgsz"]), float(o["iou"]), shared_conf,
                                shared_max), dict)
-        missing = list({item.image_sha256: item for item in items if item.image_sha256 not in memo}.values())
-        for item, found in zip(missing, self._detect(missing, shared_conf, shared_max), strict=True):
-            memo[item.image_sha256] = found
-        return [memo[item.image_sha256].top(conf, max_det) for item in items]
+        # Keyed by the file's content: two images never share a result, whatever their recorded hash.
+        keys = [item.content_sha256() for item in items]
+        missing = {key: item for key, item in zip(keys, items, strict=True) if key not in memo}
+        found = self._detect(list(missing.values()), shared_conf, shared_max) if missing else []
+        memo.update(zip(missing, found, strict=True))
+        return [memo[key].top(conf, max_det) for key in keys]
 
     def _detect(self, items: Sequence[ScoreItem], conf: float, max_det: int) -> list[det.Detections]:
         o = self.options

@@ -31,6 +31,7 @@ class PickScore(Metric):
     """Per-image PickScore of the image vs the global prompt (higher is better)."""
 
     name = "pickscore"
+    reference: ClassVar[str] = "yuvalkirstain/PickScore@f79607f: README.md (calc_probs)"
     level = "image"
     higher_is_better = True
     description = "PickScore: logit_scale * cos(image, global prompt) of the PickScore_v1 CLIP-H"

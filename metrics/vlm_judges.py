@@ -267,25 +267,50 @@ class TransformersJudge:
         return text.split("<|end_of_text|>")[0].strip()
 
 
-def internvl_tiles(image: Image.Image, size: int = 448, max_num: int = 12) -> Any:
-    """InternVL2's dynamic preprocessing: the closest-aspect tile grid (<= max_num) + a thumbnail."""
+# The InternVL2 model card's image preprocessing (huggingface.co/OpenGVLab/InternVL2-8B, README
+# "Inference with Transformers": build_transform, find_closest_aspect_ratio, dynamic_preprocess,
+# load_image with input_size=448, max_num=12, use_thumbnail=True).
+INTERNVL_SIZE, INTERNVL_MAX_TILES = 448, 12
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def internvl_grids(min_num: int = 1, max_num: int = INTERNVL_MAX_TILES) -> list[tuple[int, int]]:
+    """Candidate (columns, rows) grids in the card's order: its set, sorted by tile count (stable)."""
+    grids = {(i, j) for n in range(min_num, max_num + 1) for i in range(1, n + 1) for j in range(1, n + 1)
+             if min_num <= i * j <= max_num}
+    return sorted(grids, key=lambda g: g[0] * g[1])
+
+
+def internvl_grid(width: int, height: int, size: int = INTERNVL_SIZE, max_num: int = INTERNVL_MAX_TILES
+                  ) -> tuple[int, int]:
+    """The card's `find_closest_aspect_ratio`: the grid closest in aspect; on a tie the later (larger)
+    grid wins when the image covers more than half of that grid's pixels."""
+    aspect, area = width / height, width * height
+    best, best_diff = (1, 1), float("inf")
+    for grid in internvl_grids(1, max_num):
+        diff = abs(aspect - grid[0] / grid[1])
+        if diff < best_diff:
+            best, best_diff = grid, diff
+        elif diff == best_diff and area > 0.5 * size * size * grid[0] * grid[1]:
+            best = grid
+    return best
+
+
+def internvl_tiles(image: Image.Image, size: int = INTERNVL_SIZE, max_num: int = INTERNVL_MAX_TILES) -> Any:
+    """The card's `load_image`: `dynamic_preprocess` tiles (+ a thumbnail when there are several),
+    each through `build_transform` (bicubic resize to size x size, ImageNet normalisation)."""
     import torch
+    from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as F
 
-    width, height = image.size
-    aspect = width / height
-    grids = sorted(
-        {(i, j) for n in range(1, max_num + 1) for i in range(1, n + 1) for j in range(1, n + 1) if i * j <= max_num},
-        key=lambda g: g[0] * g[1],
-    )
-    best = min(grids, key=lambda g: (abs(aspect - g[0] / g[1]), g[0] * g[1]))
-    cols, rows = best
+    image = image.convert("RGB")
+    cols, rows = internvl_grid(image.width, image.height, size, max_num)
     resized = image.resize((size * cols, size * rows))
     tiles = [resized.crop((c * size, r * size, (c + 1) * size, (r + 1) * size)) for r in range(rows) for c in range(cols)]
     if len(tiles) > 1:
         tiles.append(image.resize((size, size)))
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    return torch.stack([F.normalize(F.to_tensor(t), mean, std) for t in tiles])
+    tensors = [F.to_tensor(F.resize(t, [size, size], interpolation=InterpolationMode.BICUBIC)) for t in tiles]
+    return torch.stack([F.normalize(t, IMAGENET_MEAN, IMAGENET_STD) for t in tensors])
 
 
 def load_transformers_judge(
@@ -374,7 +399,9 @@ def _tiny_tokenizer() -> Any:
     from transformers import PreTrainedTokenizerFast
 
     vocab: dict[str, int] = {"<|endoftext|>": 0}
-    for symbol in pre_tokenizers.ByteLevel.alphabet():
+    # alphabet() is a set of str, whose order follows the process's hash seed: sort it, so every
+    # process builds the same vocabulary (and the same judge answers).
+    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
         vocab.setdefault(symbol, len(vocab))
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -48,6 +48,10 @@ class VlmSuccess(Metric):
     higher_is_better = True
     scale = 100.0
     description = "Entity Success Rate (%): a VLM judges whether each entity is present in its region"
+    # The paper publishes no judge code; each judge is called as its model card shows.
+    reference: ClassVar[str] = ("model cards: huggingface.co/Qwen/Qwen2-VL-7B-Instruct (chat template), "
+                                "huggingface.co/OpenGVLab/InternVL2-8B (dynamic_preprocess, batch_chat), "
+                                "huggingface.co/THUDM/cogvlm2-llama3-chat-19B (build_conversation_input_ids)")
     defaults: ClassVar[dict[str, Any]] = {
         "judge": "qwen2vl",
         "model_id": None,
@@ -91,6 +95,9 @@ class VlmSuccess(Metric):
         ident = super().identity()
         ident["judge"] = vj.preset_record(self.judge)
         ident["template"] = {"id": self.template_id, "text": vj.TEMPLATES[self.template_id]}
+        if self.judge.handler == "internvl2":  # the image tiling changes what the judge sees
+            ident["preprocessing"] = {"rule": "model-card dynamic_preprocess", "size": vj.INTERNVL_SIZE,
+                                      "max_num": vj.INTERNVL_MAX_TILES, "thumbnail": True}
         if self.profile == "tiny":
             ident["warning"] = TINY_WARNING
         return ident

@@ -312,3 +312,31 @@ def test_coco_ap_end_to_end(images: list[Path], cache: ModelCache) -> None:
     run_ap = coco_ap(pairs)["AP"]
     assert metric.compute() == pytest.approx(run_ap)
     assert ap_by_generator(rows, {"scene": _scene()})["g"]["AP"] == pytest.approx(run_ap)
+
+
+# ------------------------------------------------------------------ detection memo (issue 8.15)
+
+def test_detection_memo_is_keyed_by_image_content_not_by_recorded_hash(tmp_path: Path) -> None:
+    # Two different images whose items carry no hash (an empty image_sha256) must not share one
+    # detection result; the same image under two items is detected once.
+    from PIL import Image
+
+    calls: list[int] = []
+
+    class CountingMIoU(MIoU):
+        def _detect(self, items, conf, max_det):  # noqa: ANN001, ANN202 - the overridden signature
+            calls.append(len(items))
+            return [det.Detections.from_lists([[0.0, 0.0, 0.1 * (k + 1), 0.1 * (k + 1)]], [0.9], ["dog"])
+                    for k, _ in enumerate(items)]
+
+    paths = []
+    for k, colour in enumerate([(255, 0, 0), (0, 0, 255)]):
+        paths.append(tmp_path / f"{k}.png")
+        Image.new("RGB", (32, 32), colour).save(paths[-1])
+    layout = _layout(Entity("a dog", (0.0, 0.0, 0.2, 0.2), category="dog"))
+    metric = CountingMIoU(model=FAKE_YOLO, cache=ModelCache())
+    items = [ScoreItem("g", layout, k, k, path, "") for k, path in enumerate(paths)]
+    first, second = metric.run_detector(items)
+    assert first.boxes.tolist() != second.boxes.tolist()
+    again = metric.run_detector([ScoreItem("h", layout, 0, 0, paths[1], "")])
+    assert again[0].boxes.tolist() == second.boxes.tolist() and calls == [2]

@@ -24,7 +24,7 @@ from eligen_bench.report import (
 from eligen_bench.report.reference import reference_column
 from eligen_bench.report.stats import BootstrapOptions, breakdown_by_category, breakdown_by_entities
 from eligen_bench.report.tables import BEST, SECOND, rank_marks
-from eligen_bench.suite import Suite
+from eligen_bench.suite import Suite, read_suite
 from eligen_bench.tiny import TINY_WARNING
 
 REPO = Path(__file__).resolve().parents[1]
@@ -341,3 +341,133 @@ def _empty_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "empty"
     folder.mkdir()
     return folder
+
+
+def test_win_rates_report_binary_rate_and_mean_preference_probability() -> None:
+    # Independent transcription of how PickScore (yuvalkirstain/PickScore@f79607f, README.md
+    # calc_probs) and MPS (Kwai-Kolors/MPS@be9027f, eval_overall_mps_on_hpdv2.py infer_example)
+    # turn two images' scores into preferences: torch.softmax over the pair, first entry.
+    import torch
+
+    rows = [{"metric": "pickscore", "generator": g, "layout_id": f"L{i}", "seed_index": 0, "entity_index": -1,
+             "value": v, "status": "ok"} for g, values in PICK_VALUES.items() for i, v in enumerate(values)]
+    table = win_rates(pd.DataFrame(rows), "pickscore", preference=True).set_index(["generator", "opponent"])
+    for generator in PICK_VALUES:
+        for opponent in PICK_VALUES:
+            if generator == opponent:
+                continue
+            pairs = torch.tensor(list(zip(PICK_VALUES[generator], PICK_VALUES[opponent], strict=True)))
+            expected = torch.softmax(pairs, dim=-1)[:, 0].mean().item()
+            assert table.loc[(generator, opponent), "preference"] == pytest.approx(expected)
+    # a 1-point margin gives a strict win (rate 1) but a preference of about 0.73, not 1
+    assert table.loc[("eligen", "migc"), "win_rate"] == pytest.approx(2 / 3)
+    assert table.loc[("eligen", "migc"), "preference"] != pytest.approx(table.loc[("eligen", "migc"), "win_rate"])
+    plain = win_rates(pd.DataFrame(rows), "pickscore").set_index(["generator", "opponent"])
+    assert plain["preference"].isna().all()  # only preference models' scores are logits
+
+
+def test_win_rate_files_show_both_rates_labelled(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    write_report(run, options=FAST)
+    wins = pd.read_csv(run / "report" / "win_rates.csv").set_index(["generator", "opponent"])
+    pref = wins.loc[("eligen", "gligen"), "preference"]
+    assert pref == pytest.approx(np.mean(1 / (1 + np.exp(-(np.array([22.0, 21.0, 20.0]) - [21.0, 21.0, 19.0])))))
+    text = (run / "report" / "win_rates.md").read_text(encoding="utf-8")
+    assert "win rate / preference (%)" in text and f"83.33 / {100 * pref:.2f}" in text
+    assert "Table 2" in text
+
+
+def test_vlm_success_shows_strict_rate_beside_parsed_rate(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    summary = summarize(load_run(run), BootstrapOptions(resamples=50)).set_index(["generator", "metric"])
+    # migc: 4 yes of 5 parsed answers, 1 unparsed of 6 entities
+    assert summary.loc[("migc", VLM), "mean"] == pytest.approx(80.0)
+    assert summary.loc[("migc", VLM), "strict_mean"] == pytest.approx(100 * 4 / 6)
+    assert summary.loc[("eligen", VLM), "strict_mean"] == pytest.approx(summary.loc[("eligen", VLM), "mean"])
+    write_report(run, options=FAST)
+    markdown = (run / "report" / "table.md").read_text(encoding="utf-8")
+    header = next(line for line in markdown.splitlines() if line.startswith("| Model"))
+    assert f"{VLM} parsed (%) ↑" in header and f"{VLM} strict (%) ↑" in header
+    migc = next(line for line in markdown.splitlines() if line.startswith("| migc"))
+    assert "80.00" in migc and "66.67" in migc
+    assert "unparsed answers count as failures" in markdown
+
+
+def _coco_rows(generator: str, detections: dict[str, list]) -> list[dict]:
+    rows = []
+    for i, layout_id in enumerate(("L0", "L1", "L2")):
+        status = "excluded" if layout_id == "L2" else "ok"  # a 'person' layout: give it no class entity below
+        rows.append({"metric": "coco_ap", "generator": generator, "layout_id": layout_id, "seed_index": 0,
+                     "seed": 1000 + i, "entity_index": -1, "value": math.nan if status == "excluded" else 1.0,
+                     "status": status, "detail": json.dumps({"detections": detections[layout_id]}),
+                     "image_sha256": "x", "metric_key": "k_ap"})
+    return rows
+
+
+def test_coco_ap_is_the_run_level_ap_over_every_image(tmp_path: Path) -> None:
+    # Reference: pycocotools COCOeval (cocodataset/cocoapi@8c9bcc3, PythonAPI/pycocotools/cocoeval.py):
+    # one evaluation over all images of the run; an image without ground truth keeps its
+    # detections, which then count as false positives of their category.
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    suite = make_suite()
+    layouts = {layout.id: layout for layout in suite.layouts}
+    layouts["L2"] = Layout("L2", "a street", (Entity("sky", (0.1, 0.1, 0.3, 0.5), category="sky"),), 64, 64)
+    dets = {"L0": [[0.1, 0.1, 0.3, 0.5, 0.6, "dog"]],
+            "L1": [[0.1, 0.1, 0.3, 0.5, 0.5, "cat"], [0.5, 0.1, 0.7, 0.5, 0.4, "dog"]],
+            "L2": [[0.0, 0.0, 0.5, 0.5, 0.9, "dog"]]}  # a confident dog where the layout has none
+    run = make_run(tmp_path, extra_rows=_coco_rows("eligen", dets))
+    Suite(suite.name, suite.version, tuple(layouts[i] for i in ("L0", "L1", "L2")), notes=suite.notes).write(
+        run / "suite.jsonl")
+    manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+    manifest["config"]["suite"]["hash"] = read_suite(run / "suite.jsonl").hash
+    manifest["config"]["metrics"]["coco_ap"] = {"name": "coco_ap", "options": {}, "identity": {}, "key": "k_ap",
+                                                "higher_is_better": True, "level": "image", "scale": 100}
+    (run / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+    classes = {"dog": 1, "cat": 2}
+    images, gts, dts = [], [], []
+    for image_id, layout_id in enumerate(("L0", "L1", "L2"), start=1):
+        images.append({"id": image_id, "width": 64, "height": 64})
+        for e in layouts[layout_id].entities:
+            if e.category in classes:
+                x1, y1, x2, y2 = (v * 64 for v in e.bbox)
+                gts.append({"id": len(gts) + 1, "image_id": image_id, "category_id": classes[e.category],
+                            "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+        for x1, y1, x2, y2, score, label in dets[layout_id]:
+            box = [x1 * 64, y1 * 64, (x2 - x1) * 64, (y2 - y1) * 64]
+            dts.append({"id": len(dts) + 1, "image_id": image_id, "category_id": classes[label], "bbox": box,
+                        "area": box[2] * box[3], "score": score, "iscrowd": 0})
+    cats = [{"id": i, "name": n} for n, i in classes.items()]
+    gt, dt = COCO(), COCO()
+    gt.dataset = {"images": images, "categories": cats, "annotations": gts}
+    dt.dataset = {"images": images, "categories": cats, "annotations": dts}
+    gt.createIndex()
+    dt.createIndex()
+    evaluator = COCOeval(gt, dt, iouType="bbox")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    expected = 100 * evaluator.stats[0]
+
+    summary = summarize(load_run(run), BootstrapOptions(resamples=20))
+    got = cell(summary, "eligen", "coco_ap")["mean"]
+    assert got == pytest.approx(expected)
+    assert expected < 100.0  # the false positive on L2 outranks the true dog on L0
+
+
+def test_regression_interval_never_tests_the_mean_of_per_image_ap(tmp_path: Path) -> None:
+    # The per-image AP mean is another quantity than the run-level AP the delta compares.
+    from eligen_bench.report.stats import paired_difference_interval
+
+    dets = {"L0": [[0.1, 0.1, 0.3, 0.5, 0.6, "dog"]], "L1": [], "L2": []}
+    a = make_run(tmp_path, "a", extra_rows=_coco_rows("eligen", dets))
+    for run in (a,):
+        manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+        manifest["config"]["metrics"]["coco_ap"] = {"name": "coco_ap", "options": {}, "identity": {},
+                                                    "key": "k_ap", "higher_is_better": True, "level": "image",
+                                                    "scale": 100}
+        (run / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    low, high = paired_difference_interval(load_run(a), load_run(a), "coco_ap", "eligen", BootstrapOptions(20))
+    assert math.isnan(low) and math.isnan(high)

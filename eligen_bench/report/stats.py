@@ -73,7 +73,8 @@ def bootstrap_mean(sums: np.ndarray, counts: np.ndarray, weights: np.ndarray,
 def summarize(run: Run, options: BootstrapOptions | None = None) -> pd.DataFrame:
     """One row per (generator, metric label): mean, CI, n and counts of invalid rows.
 
-    Columns: generator, metric, mean, ci_low, ci_high (scaled), n (valid values), n_layouts
+    Columns: generator, metric, mean, ci_low, ci_high (scaled), strict_mean, strict_ci_low,
+    strict_ci_high (scaled; unparsed rows count as 0, see `_strict_mean`), n (valid values), n_layouts
     (layouts with a valid value), n_rows, n_expected, n_excluded, n_unparsed, n_other_invalid.
     """
     import pandas as pd
@@ -93,33 +94,52 @@ def summarize(run: Run, options: BootstrapOptions | None = None) -> pd.DataFrame
             good = rows[rows["_valid"]]
             sums, counts = per_layout(good, layout_ids)
             mean, low, high = bootstrap_mean(sums, counts, weights, options.confidence)
-            run_level = aggregate(good, layouts) if aggregate is not None and len(good) else None
+            # A run-level statistic sees every row of the cell: COCO AP counts the detections on
+            # images without a scorable entity as false positives, as pycocotools does.
+            run_level = aggregate(rows, layouts) if aggregate is not None and len(rows) else None
             if run_level is not None:  # a run-level statistic (COCO AP): no per-layout bootstrap
                 mean, low, high = run_level, float("nan"), float("nan")
             status = rows["status"].value_counts()
             n_invalid = len(rows) - len(good)
             excluded, unparsed = int(status.get("excluded", 0)), int(status.get("unparsed", 0))
+            strict = _strict_mean(rows, layout_ids, weights, options.confidence) if run_level is None \
+                else (mean, low, high)
             records.append({
                 "generator": generator, "metric": label,
                 "mean": mean * info.scale, "ci_low": low * info.scale, "ci_high": high * info.scale,
+                "strict_mean": strict[0] * info.scale, "strict_ci_low": strict[1] * info.scale,
+                "strict_ci_high": strict[2] * info.scale,
                 "n": len(good), "n_layouts": int((counts > 0).sum()), "n_rows": len(rows),
                 "n_expected": expected_rows(run, info),
                 "n_excluded": excluded, "n_unparsed": unparsed,
                 "n_other_invalid": n_invalid - excluded - unparsed,
             })
     return pd.DataFrame.from_records(records, columns=[
-        "generator", "metric", "mean", "ci_low", "ci_high", "n", "n_layouts", "n_rows",
-        "n_expected", "n_excluded", "n_unparsed", "n_other_invalid"])
+        "generator", "metric", "mean", "ci_low", "ci_high", "strict_mean", "strict_ci_low", "strict_ci_high",
+        "n", "n_layouts", "n_rows", "n_expected", "n_excluded", "n_unparsed", "n_other_invalid"])
+
+
+def _strict_mean(rows: pd.DataFrame, layout_ids: Sequence[str], weights: np.ndarray,
+                 confidence: float) -> tuple[float, float, float]:
+    """The mean with every 'unparsed' row counted as 0 (a VLM answer nobody can read is not a
+    success): the strict rate, beside the rate over parsed answers."""
+    counted = rows[rows["_valid"] | (rows["status"] == "unparsed")]
+    counted = counted.assign(value=counted["value"].where(counted["_valid"], 0.0))
+    sums, counts = per_layout(counted, layout_ids)
+    return bootstrap_mean(sums, counts, weights, confidence)
 
 
 def _aggregator(name: str):  # noqa: ANN202 - a bound classmethod or None
     """The metric class's run-level `aggregate`, when its plugin is installed."""
     from eligen_bench import registry
+    from eligen_bench.metrics.base import Metric
 
     try:
-        return registry.metric_class(name).aggregate
+        cls = registry.metric_class(name)
     except Exception:  # the report must work without the plugin that scored the rows
         return None
+    # None unless the class overrides it: the base class's answer is always "average the rows"
+    return cls.aggregate if cls.aggregate.__func__ is not Metric.aggregate.__func__ else None
 
 
 def per_layout(valid_rows: pd.DataFrame, layout_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -142,8 +162,13 @@ def paired_difference_interval(run: Run, other: Run, label: str, generator: str,
     """Percentile interval (scaled) of mean(run) - mean(other) under one shared layout resampling.
 
     Both runs are resampled with the same layouts in each draw, so the interval reflects the
-    difference between them on the same suite and seeds, not each run's own spread.
+    difference between them on the same suite and seeds, not each run's own spread. NaN for
+    metrics with a run-level `aggregate`.
     """
+    if _aggregator(run.metrics[label].name) is not None:
+        # A run-level statistic (COCO AP) is not a mean of per-layout values: an interval of the
+        # per-image mean would test another quantity. No interval (the delta still is run-level).
+        return float("nan"), float("nan")
     theirs = {layout.id for layout in other.suite.layouts}
     ids = [layout.id for layout in run.suite.layouts if layout.id in theirs]
     ours_sums, ours_counts = layout_sums(run, label, generator, ids)
@@ -218,14 +243,29 @@ def _order(table: pd.DataFrame, run: Run, last: list[str]) -> pd.DataFrame:
     return table.sort_values(["_m", "_g", *last]).drop(columns=["_m", "_g"]).reset_index(drop=True)
 
 
-def win_rates(scores: pd.DataFrame, metric: str, *, higher_is_better: bool = True,
-              generators: Sequence[str] | None = None) -> pd.DataFrame:
-    """Pairwise win rates of image-level scores on the same (layout, seed).
+def preference_probability(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:
+    """softmax([ours, theirs])[0] per pair: how PickScore's and MPS's own code turn two scores of
+    one prompt into a preference (yuvalkirstain/PickScore@f79607f README.md `calc_probs`;
+    Kwai-Kolors/MPS@be9027f eval_overall_mps_on_hpdv2.py `infer_example`: both
+    `torch.softmax(scores, dim=-1)` over the images' logit-scaled scores)."""
+    return 1.0 / (1.0 + np.exp(np.clip(theirs - ours, -700.0, 700.0)))
 
-    A generator wins a pair when its value is strictly better; a tie counts half a win (the
-    paper's Table 2). Only images that both generators have a valid value for are compared.
-    Returns one row per ordered pair: generator, opponent, wins, ties, losses, n, win_rate
-    (0..1, NaN when n is 0).
+
+WIN_COLUMNS = ["generator", "opponent", "wins", "ties", "losses", "n", "win_rate", "preference"]
+
+
+def win_rates(scores: pd.DataFrame, metric: str, *, higher_is_better: bool = True,
+              generators: Sequence[str] | None = None, preference: bool = False) -> pd.DataFrame:
+    """Pairwise comparisons of image-level scores on the same (layout, seed).
+
+    Two numbers per ordered pair, over the images both generators have a valid value for:
+    `win_rate`, the binary win rate (a strictly better value wins, a tie counts half), and, when
+    `preference` is set (preference models, whose scores are logits), `preference`, the mean
+    preference probability softmax([ours, theirs])[0] (`preference_probability`); NaN otherwise.
+    The EliGen paper's Table 2 caption calls its values "the win rate in pairwise comparisons",
+    its text (Sec. 5.2) "the probability of humans favoring one image over another" and
+    "preference probability"; its evaluation code is not published, so both are reported.
+    Returns one row per ordered pair: `WIN_COLUMNS` (rates 0..1, NaN when n is 0).
     """
     import pandas as pd
 
@@ -238,20 +278,27 @@ def win_rates(scores: pd.DataFrame, metric: str, *, higher_is_better: bool = Tru
         for opponent in names:
             if opponent == generator:
                 continue
-            if generator in table.columns and opponent in table.columns:
-                both = table[[generator, opponent]].dropna()
-                diff = (both[generator] - both[opponent]).to_numpy()
-            else:
-                diff = np.zeros(0)
-            if not higher_is_better:
-                diff = -diff
-            wins, ties = int((diff > 0).sum()), int((diff == 0).sum())
-            n = int(diff.size)
-            records.append({"generator": generator, "opponent": opponent, "wins": wins, "ties": ties,
-                            "losses": n - wins - ties, "n": n,
-                            "win_rate": (wins + 0.5 * ties) / n if n else float("nan")})
-    return pd.DataFrame.from_records(records, columns=["generator", "opponent", "wins", "ties", "losses",
-                                                       "n", "win_rate"])
+            ours, theirs = _paired_values(table, generator, opponent)
+            records.append(_pair_record(generator, opponent, ours, theirs, higher_is_better, preference))
+    return pd.DataFrame.from_records(records, columns=WIN_COLUMNS)
+
+
+def _paired_values(table: pd.DataFrame, generator: str, opponent: str) -> tuple[np.ndarray, np.ndarray]:
+    if generator not in table.columns or opponent not in table.columns:
+        return np.zeros(0), np.zeros(0)
+    both = table[[generator, opponent]].dropna()
+    return both[generator].to_numpy(float), both[opponent].to_numpy(float)
+
+
+def _pair_record(generator: str, opponent: str, ours: np.ndarray, theirs: np.ndarray,
+                 higher_is_better: bool, preference: bool) -> dict[str, object]:
+    diff = ours - theirs if higher_is_better else theirs - ours
+    wins, ties, n = int((diff > 0).sum()), int((diff == 0).sum()), int(diff.size)
+    prob = float(preference_probability(ours, theirs).mean()) if preference and higher_is_better and n \
+        else float("nan")
+    return {"generator": generator, "opponent": opponent, "wins": wins, "ties": ties,
+            "losses": n - wins - ties, "n": n, "win_rate": (wins + 0.5 * ties) / n if n else float("nan"),
+            "preference": prob}
 
 
 def win_rate_metrics(run: Run, *, all_image_metrics: bool = False) -> list[str]:
@@ -266,11 +313,11 @@ def all_win_rates(run: Run, labels: Sequence[str]) -> pd.DataFrame:
 
     parts = []
     for label in labels:
-        table = win_rates(run.scores, label, higher_is_better=run.metrics[label].higher_is_better,
-                          generators=run.generators)
+        info = run.metrics[label]
+        table = win_rates(run.scores, label, higher_is_better=info.higher_is_better,
+                          generators=run.generators, preference=info.name in PREFERENCE_METRICS)
         table.insert(0, "metric", label)
         parts.append(table)
     if not parts:
-        return pd.DataFrame(columns=["metric", "generator", "opponent", "wins", "ties", "losses", "n",
-                                     "win_rate"])
+        return pd.DataFrame(columns=["metric", *WIN_COLUMNS])
     return pd.concat(parts, ignore_index=True)

@@ -57,29 +57,51 @@ def rank_marks(values: Sequence[float], *, higher_is_better: bool, decimals: int
     return [marks.get(v) if v is not None else None for v in shown]
 
 
-def header_text(info: MetricInfo) -> str:
+def header_text(info: MetricInfo, suffix: str = "") -> str:
     unit = " (%)" if info.scale == 100 else ""
-    return f"{info.label}{unit} {info.arrow}"
+    return f"{info.label}{suffix}{unit} {info.arrow}"
+
+
+STRICT_METRICS = ("vlm_success",)
+"""Metrics whose unreadable answers get a second, strict column (unparsed counted as failures)."""
 
 
 def main_table(summary: pd.DataFrame, metrics: dict[str, MetricInfo], generators: Sequence[str], *,
                decimals: int = 2, show_ci: bool = True) -> Table:
-    """Generators x metric labels: mean, [CI], best bold and second underlined per column."""
+    """Generators x metric labels: mean, [CI], best bold and second underlined per column.
+
+    A VLM success rate takes two columns: the rate over parsed answers, then the strict rate."""
     by_key = {(r.generator, r.metric): r for r in summary.itertuples(index=False)}
     columns: list[list[Cell]] = []
+    headers: list[str] = []
     for label, info in metrics.items():
-        values = [by_key[(g, label)].mean if (g, label) in by_key else math.nan for g in generators]
-        marks = rank_marks(values, higher_is_better=info.higher_is_better, decimals=decimals)
-        cells = []
-        for generator, value, mark in zip(generators, values, marks, strict=True):
-            extra = ""
-            row = by_key.get((generator, label))
-            if show_ci and row is not None and math.isfinite(row.ci_low):
-                extra = f"[{fmt(row.ci_low, decimals)}, {fmt(row.ci_high, decimals)}]"
-            cells.append(Cell(fmt(value, decimals), extra, mark))
-        columns.append(cells)
+        fields = [("mean", "ci_low", "ci_high", "")]
+        if info.name in STRICT_METRICS:
+            fields = [("mean", "ci_low", "ci_high", " parsed"), ("strict_mean", "strict_ci_low", "strict_ci_high",
+                                                                 " strict")]
+        for value_field, low_field, high_field, suffix in fields:
+            columns.append(_column(by_key, label, info, generators, (value_field, low_field, high_field),
+                                   decimals=decimals, show_ci=show_ci))
+            headers.append(header_text(info, suffix))
     rows = [(g, [column[i] for column in columns]) for i, g in enumerate(generators)]
-    return Table("Model", [header_text(info) for info in metrics.values()], rows)
+    notes = ["parsed: yes / (yes + no); strict: yes / all entities (unparsed answers count as failures)."] \
+        if any(info.name in STRICT_METRICS for info in metrics.values()) else []
+    return Table("Model", headers, rows, notes)
+
+
+def _column(by_key: dict, label: str, info: MetricInfo, generators: Sequence[str], fields: tuple[str, str, str],
+            *, decimals: int, show_ci: bool) -> list[Cell]:
+    value_field, low_field, high_field = fields
+    values = [getattr(by_key[(g, label)], value_field) if (g, label) in by_key else math.nan for g in generators]
+    marks = rank_marks(values, higher_is_better=info.higher_is_better, decimals=decimals)
+    cells = []
+    for generator, value, mark in zip(generators, values, marks, strict=True):
+        extra = ""
+        row = by_key.get((generator, label))
+        if show_ci and row is not None and math.isfinite(getattr(row, low_field)):
+            extra = f"[{fmt(getattr(row, low_field), decimals)}, {fmt(getattr(row, high_field), decimals)}]"
+        cells.append(Cell(fmt(value, decimals), extra, mark))
+    return cells
 
 
 def counts_table(summary: pd.DataFrame, metrics: dict[str, MetricInfo], generators: Sequence[str]) -> Table:
@@ -169,3 +191,29 @@ def to_html(table: Table) -> str:
                    for name, cells in table.rows)
     notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in table.notes)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}"
+
+
+def win_rate_table(wins: pd.DataFrame, label: str, generators: Sequence[str], *, decimals: int = 2) -> Table:
+    """Row vs column for one metric label: 'win rate / preference' in %, each labelled below."""
+    rates = {(r.generator, r.opponent): r for r in wins[wins["metric"] == label].itertuples()}
+    with_preference = bool(len(wins)) and bool(wins.loc[wins["metric"] == label, "preference"].notna().any())
+    body = []
+    for g in generators:
+        cells = []
+        for o in generators:
+            r = rates.get((g, o))
+            text = "–" if r is None else fmt(100 * r.win_rate, decimals)
+            if with_preference and r is not None:
+                text += f" / {fmt(100 * r.preference, decimals)}"
+            cells.append(Cell(text))
+        body.append((g, cells))
+    notes = [f"{label}: win rate = share of (layout, seed) pairs where the row's value is strictly better, "
+             "ties count half."]
+    corner = "win rate (%) of row vs column"
+    if with_preference:
+        corner = "win rate / preference (%) of row vs column"
+        notes.append("preference = mean of softmax(row score, column score) over the same pairs, as "
+                     "PickScore's and MPS's code turn two scores into a preference probability. The "
+                     "EliGen paper's Table 2 caption names its values win rates; its text describes a "
+                     "preference probability.")
+    return Table(corner, list(generators), body, notes)

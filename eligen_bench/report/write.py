@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,20 +271,7 @@ def _entities(count: int) -> str:
 
 
 def _win_table(report: Report, label: str) -> tables.Table:
-    wins = report.wins[report.wins["metric"] == label]
-    rates = {(r.generator, r.opponent): r for r in wins.itertuples()}
-    generators = report.run.generators
-    body = []
-    for g in generators:
-        cells = []
-        for o in generators:
-            r = rates.get((g, o))
-            text = "–" if r is None or not math.isfinite(r.win_rate) else \
-                tables.fmt(100 * r.win_rate, report.options.decimals)
-            cells.append(tables.Cell(text))
-        body.append((g, cells))
-    return tables.Table("win rate (%) of row vs column", list(generators), body,
-                        [f"{label}: strictly better value on the same layout and seed wins; ties count half."])
+    return tables.win_rate_table(report.wins, label, report.run.generators, decimals=report.options.decimals)
 
 
 def win_rates_markdown(report: Report) -> str:
