@@ -7,8 +7,18 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from eligen_bench.errors import InputError
+from eligen_bench.arguments import (
+    MAX_BATCH,
+    MAX_LIMIT,
+    MAX_SEED,
+    MAX_SEEDS,
+    MAX_SHARD,
+    device,
+    int_range,
+)
+from eligen_bench.errors import InputError, WorkerError
 from eligen_bench.registry import PluginError
 
 log = logging.getLogger("eligen_bench")
@@ -17,7 +27,10 @@ DEFAULT_SUITE = "mini"
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # bad options (exit 2) or --help (exit 0)
+        return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     if not hasattr(args, "func"):
@@ -25,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (InputError, PluginError) as exc:
+    except (InputError, PluginError, WorkerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -33,12 +46,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad options give one line naming the option (not the whole usage), and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from eligen_bench import commands
 
-    parser = argparse.ArgumentParser(prog="eligen-bench", description=__doc__)
+    parser = OneLineParser(prog="eligen-bench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="count", default=0)
-    sub = parser.add_subparsers(dest="command")
+    sub = parser.add_subparsers(dest="command", parser_class=OneLineParser)
 
     run = sub.add_parser("run", help="generate, score and report in one go")
     _add_generation_args(run)
@@ -55,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_metric_args(score)
     score.add_argument("--profile", choices=("full", "tiny"), default=None,
                        help="model profile of the metrics (default: the run's)")
-    score.add_argument("--device", default=None)
+    score.add_argument("--device", type=device, default=None, help="torch device of the metrics")
     score.add_argument("--no-progress", action="store_true")
     score.set_defaults(func=commands.score)
 
@@ -73,14 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=commands.validate)
 
     suite = sub.add_parser("suite", help="build or inspect suites")
-    suite_sub = suite.add_subparsers(dest="suite_command")
+    suite_sub = suite.add_subparsers(dest="suite_command", parser_class=OneLineParser)
     show = suite_sub.add_parser("show", help="print a suite's header (name, version, hash, count)")
     show.add_argument("suite")
     show.set_defaults(func=commands.suite_show)
     build = suite_sub.add_parser("build", help="build a suite from official annotation files")
     from eligen_bench.suites.cli import add_build_parser
 
-    add_build_parser(build.add_subparsers(dest="source"))
+    add_build_parser(build.add_subparsers(dest="source", parser_class=OneLineParser))
     return parser
 
 
@@ -88,14 +108,18 @@ def _add_generation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", default=DEFAULT_SUITE, help="suite name or path to a .jsonl (default: mini)")
     parser.add_argument("--generators", default=None,
                         help="comma list of name, name[opt=value,...] or label=name[...] (default: all registered)")
-    parser.add_argument("--seeds", type=int, default=1, help="images per layout (seed indices 0..N-1)")
-    parser.add_argument("--base-seed", type=int, default=0, help="run seed the per-image seeds derive from")
+    parser.add_argument("--seeds", type=int_range(1, MAX_SEEDS), default=1,
+                        help=f"images per layout (seed indices 0..N-1), 1 to {MAX_SEEDS}")
+    parser.add_argument("--base-seed", type=int_range(0, MAX_SEED), default=0,
+                        help="run seed the per-image seeds derive from, 0 to 2^63-1")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: results/runs/<suite>-<profile>)")
     parser.add_argument("--profile", choices=("full", "tiny"), default="full",
                         help="'tiny' swaps every model for a tiny random one (offline, CPU, meaningless numbers)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N layouts")
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--limit", type=int_range(1, MAX_LIMIT), default=None, help="only the first N layouts (N >= 1)")
+    parser.add_argument("--batch-size", type=int_range(1, MAX_BATCH), default=1,
+                        help=f"images per generator call, 1 to {MAX_BATCH}")
+    parser.add_argument("--device", type=device, default=None,
+                        help="torch device: cpu, cuda, cuda:N, mps (default: cuda if available, else cpu)")
     parser.add_argument("--dry-run", action="store_true", help="show the plan, write nothing")
     parser.add_argument("--allow-mixed", action="store_true",
                         help="add to a run folder made by a different configuration")
@@ -105,8 +129,10 @@ def _add_generation_args(parser: argparse.ArgumentParser) -> None:
 def _add_metric_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", default=None,
                         help="comma list of name or name[opt=value,...] (default: all registered)")
-    parser.add_argument("--metric-batch-size", type=int, default=8)
-    parser.add_argument("--shard-size", type=int, default=16, help="images per resumable score shard")
+    parser.add_argument("--metric-batch-size", type=int_range(1, MAX_BATCH), default=8,
+                        help=f"images per metric call, 1 to {MAX_BATCH}")
+    parser.add_argument("--shard-size", type=int_range(1, MAX_SHARD), default=16,
+                        help=f"images per resumable score shard, 1 to {MAX_SHARD}")
 
 
 def _add_report_args(parser: argparse.ArgumentParser) -> None:

@@ -24,6 +24,10 @@ class InputError(ValueError):
         super().__init__(prefix + message)
 
 
+class WorkerError(RuntimeError):
+    """A generator's worker process failed, timed out or broke the protocol (one line, exit 2)."""
+
+
 PROFILES = ("full", "tiny")
 """Model profiles: `full` (the real models) and `tiny` (tiny random models, offline)."""
 

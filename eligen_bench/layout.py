@@ -8,27 +8,57 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from eligen_bench.errors import InputError
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# fullmatch, not `$`: `$` also matches before a trailing newline.
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 MIN_SIDE, MAX_SIDE = 16, 8192
+_BREAKING = {"Cc", "Zl", "Zp"}
+"""Unicode categories refused in text: control characters and line/paragraph separators."""
+MAX_TEXT = 10_000
+"""Most characters of one prompt, category or source string."""
 
 
-def check_id(value: Any, *, where: str, what: str = "id") -> str:
+def check_id(value: Any, *, where: str | None, what: str = "id") -> str:
     """A name used as a file name: letters, digits, '.', '_', '-'; no path tricks."""
-    if not isinstance(value, str) or not _SAFE_ID.match(value) or ".." in value:
+    if not isinstance(value, str) or not _SAFE_ID.fullmatch(value) or ".." in value:
         raise InputError(
-            f"{value!r} is not a safe name (1-128 of A-Z a-z 0-9 . _ -, starting with a letter "
+            f"{short_repr(value)} is not a safe name (1-128 of A-Z a-z 0-9 . _ -, starting with a letter "
             "or digit, no '..')",
             where=where,
             field=what,
         )
+    return value
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    """repr() cut to `limit` characters, so a hostile value cannot flood an error line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_text(value: Any, *, where: str | None, what: str, optional: bool = False) -> str | None:
+    """A non-empty string of at most MAX_TEXT characters without control characters.
+
+    Control characters (newlines, escapes, NUL) in a prompt or name would break the one-line
+    error messages, file names and report tables that show it.
+    """
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InputError("must be a non-empty string" + (" or absent" if optional else ""), where=where, field=what)
+    if len(value) > MAX_TEXT:
+        raise InputError(f"is {len(value)} characters long; at most {MAX_TEXT}", where=where, field=what)
+    bad = next((c for c in value if unicodedata.category(c) in _BREAKING), None)
+    if bad is not None:
+        raise InputError(f"contains the control character {bad!r}", where=where, field=what)
     return value
 
 
@@ -70,11 +100,15 @@ class Mask:
                 "expected a COCO RLE object {'size': [h, w], 'counts': str}", where=where, field="mask"
             )
         size = data["size"]
-        if not (isinstance(size, Sequence) and len(size) == 2 and all(isinstance(s, int) for s in size)):
-            raise InputError(f"size must be [height, width] integers, got {size!r}", where=where, field="mask")
+        if not (isinstance(size, Sequence) and not isinstance(size, str) and len(size) == 2
+                and all(isinstance(s, int) and not isinstance(s, bool) and MIN_SIDE <= s <= MAX_SIDE
+                        for s in size)):
+            raise InputError(f"size must be [height, width] integers in [{MIN_SIDE}, {MAX_SIDE}], got {size!r}",
+                             where=where, field="mask")
         counts = data["counts"]
-        if not isinstance(counts, str):
-            raise InputError("counts must be a compressed RLE string", where=where, field="mask")
+        if not isinstance(counts, str) or not counts.isascii():
+            # pycocotools encodes the string as ASCII: anything else crashes at decode time.
+            raise InputError("counts must be a compressed RLE string (ASCII)", where=where, field="mask")
         runs = _rle_runs(counts)
         if runs is None or sum(runs) != size[0] * size[1]:
             # pycocotools does not check: a corrupt string decodes to garbage.
@@ -88,7 +122,9 @@ class Mask:
 def _rle_runs(counts: str) -> list[int] | None:
     """Run lengths of a COCO compressed RLE string, or None when it is malformed."""
     runs: list[int] = []
-    data = counts.encode("ascii", errors="replace")
+    if not counts.isascii():
+        return None
+    data = counts.encode("ascii")
     position = 0
     while position < len(data):
         value, shift, more = 0, 0, True
@@ -124,11 +160,9 @@ class Entity:
     """Optional COCO class name, used by the detector metrics."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise InputError("must be a non-empty string", field="prompt")
+        check_text(self.prompt, where=None, what="prompt")
         object.__setattr__(self, "bbox", _check_bbox(self.bbox))
-        if self.category is not None and (not isinstance(self.category, str) or not self.category):
-            raise InputError("must be a non-empty string or absent", field="category")
+        check_text(self.category, where=None, what="category", optional=True)
 
     def region(self, height: int, width: int) -> np.ndarray:
         """The entity's region as a bool (height, width) array: its mask if it has one, else its box.
@@ -255,15 +289,20 @@ class Layout:
     init_image: str | None = None
     """Input image for inpainting (entities are painted into it): a path, relative to the suite
     file's folder or absolute. Only generators with the `inpainting` capability take it."""
+    origin: str | None = field(default=None, compare=False)
+    """Where it was read from ('suite.jsonl:12'), for error messages; not part of its content."""
+
+    @property
+    def where(self) -> str:
+        """The layout's place for error messages: file, line and id when it came from a file."""
+        return f"{self.origin}: layout {short_repr(self.id)}" if self.origin else f"layout {short_repr(self.id)}"
 
     def __post_init__(self) -> None:
-        where = f"layout {self.id!r}"
+        where = self.where
         check_id(self.id, where=where)
-        if self.init_image is not None and (not isinstance(self.init_image, str) or not self.init_image.strip()
-                                            or "\0" in self.init_image):
-            raise InputError("must be a non-empty path string or absent", where=where, field="init_image")
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise InputError("must be a non-empty string", where=where, field="prompt")
+        check_text(self.init_image, where=where, what="init_image", optional=True)
+        check_text(self.prompt, where=where, what="prompt")
+        check_text(self.source, where=where, what="source", optional=True)
         for name in ("width", "height"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not MIN_SIDE <= value <= MAX_SIDE:
@@ -299,18 +338,23 @@ class Layout:
         return data
 
     @classmethod
-    def from_dict(cls, data: Any, *, where: str = "layout") -> Layout:
-        """Build and validate a layout from parsed JSON; errors name `where`, the id and the field."""
+    def from_dict(cls, data: Any, *, where: str | None = None) -> Layout:
+        """Build and validate a layout from parsed JSON; errors name `where`, the id and the field.
+
+        `where` ('suite.jsonl:12') is kept as the layout's `origin`.
+        """
+        origin = where
+        where = where or "layout"
         if not isinstance(data, Mapping):
             raise InputError(f"expected a JSON object, got {type(data).__name__}", where=where)
         layout_id = data.get("id")
-        where = f"{where} (id {layout_id!r})" if layout_id is not None else where
         for key in ("id", "prompt"):
             if key not in data:
                 raise InputError("missing required field", where=where, field=key)
         unknown = set(data) - {"id", "prompt", "entities", "width", "height", "source", "init_image"}
         if unknown:
             raise InputError(f"unknown field(s) {sorted(unknown)}", where=where)
+        where = f"{where}: layout {short_repr(layout_id)}"
         raw_entities = data.get("entities", [])
         if not isinstance(raw_entities, list):
             raise InputError("must be a list", where=where, field="entities")
@@ -322,8 +366,9 @@ class Layout:
                 entities=tuple(entities),
                 width=data.get("width", 1024),
                 height=data.get("height", 1024),
-                source=None if data.get("source") is None else str(data["source"]),
+                source=data.get("source"),
                 init_image=data.get("init_image"),
+                origin=origin,
             )
         except InputError as exc:
             raise InputError(exc.message, where=where, field=exc.field) from None

@@ -16,9 +16,15 @@ def load_target(name: str, *, kind: str) -> Any:
         return registry.get(kind, name)
     module_name, _, attribute = name.partition(":")
     try:
-        return getattr(import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise InputError(f"cannot import {name!r} ({exc})", field=kind) from None
+        obj: Any = import_module(module_name)
+        for part in attribute.split("."):
+            obj = getattr(obj, part)
+    except Exception as exc:  # whatever the module raises on import is the user's target's problem
+        raise InputError(f"cannot import {name!r} ({type(exc).__name__}: {exc})", field=kind) from None
+    problem = registry.kind_problem(kind, obj)
+    if problem:
+        raise InputError(f"{name!r} {problem}", field=kind)
+    return obj
 
 
 def target_of(name: str, *, kind: str) -> str:
@@ -34,13 +40,29 @@ def make_generator(spec: PluginSpec, *, profile: str, device: str | None) -> Any
     """A generator object; `worker_python=...` runs it in that interpreter's environment."""
     options = dict(spec.options)
     python = options.pop("worker_python", None)
+    timeouts = {key: _seconds(options.pop(option), spec, option)
+                for key, option in (("start_timeout", "worker_start_timeout"), ("timeout", "worker_timeout"))
+                if option in options}
     if python:
         from eligen_bench.worker import WorkerGenerator
 
         return WorkerGenerator(python=str(python), target=target_of(spec.name, kind="generator"),
-                               profile=profile, device=device, **options)
+                               profile=profile, device=device, **timeouts, **options)
+    if timeouts:
+        raise InputError("worker timeouts apply only with worker_python=...", where=f"generator {spec.label!r}")
     cls = load_target(spec.name, kind="generator")
     return cls(profile=profile, device=device, **options)
+
+
+MAX_WORKER_TIMEOUT = 7 * 24 * 3600.0
+"""Longest worker timeout accepted (a week), in seconds."""
+
+
+def _seconds(value: Any, spec: PluginSpec, option: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_WORKER_TIMEOUT:
+        raise InputError(f"must be a number of seconds in (0, {MAX_WORKER_TIMEOUT:g}], got {value!r}",
+                         where=f"generator {spec.label!r}", field=option)
+    return float(value)
 
 
 def make_metric(spec: PluginSpec, *, profile: str, device: str | None, cache: Any, batch_size: int) -> Any:

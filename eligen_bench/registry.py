@@ -7,6 +7,7 @@ reported (in `eligen-bench ls`, or when asked for by name), never fatal to the o
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from importlib import import_module, metadata
 from typing import Any
@@ -18,6 +19,11 @@ GROUPS = {
     "metric": "eligen_bench.metrics",
     "suite": "eligen_bench.suites",
 }
+BASES = {
+    "generator": ("eligen_bench.generators.base", "Generator"),
+    "metric": ("eligen_bench.metrics.base", "Metric"),
+}
+"""The class every plugin of a kind must subclass (suites are loader functions)."""
 
 
 @dataclass(frozen=True)
@@ -41,11 +47,29 @@ class Entry:
                 obj = getattr(obj, part)
         except Exception as exc:  # a broken plugin must not take the others down
             raise PluginError(f"{self.kind} {self.name!r} ({self.target}, from {self.origin}) failed to load: {exc}") from exc
+        problem = kind_problem(self.kind, obj)
+        if problem:
+            raise PluginError(f"{self.kind} {self.name!r} ({self.target}, from {self.origin}) {problem}")
         return obj
 
 
 class PluginError(RuntimeError):
     """A registered plugin that cannot be imported."""
+
+
+def kind_problem(kind: str, obj: Any) -> str | None:
+    """Why `obj` cannot serve as a plugin of `kind` (not a subclass of its base, abstract), or None."""
+    if kind not in BASES:
+        return None if callable(obj) else f"is a {type(obj).__name__}, not a function that returns a suite"
+    module, name = BASES[kind]
+    base = getattr(import_module(module), name)
+    if not (isinstance(obj, type) and issubclass(obj, base)):
+        what = f"the class {obj.__name__}" if isinstance(obj, type) else f"a {type(obj).__name__}"
+        return f"is {what}, not a {kind} (a subclass of {module}.{name})"
+    if inspect.isabstract(obj):
+        missing = ", ".join(sorted(getattr(obj, "__abstractmethods__", ())))
+        return f"is abstract (it does not implement {missing})"
+    return None
 
 
 def entries(kind: str) -> dict[str, Entry]:

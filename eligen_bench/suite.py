@@ -13,9 +13,12 @@ from pathlib import Path
 
 from eligen_bench.errors import InputError
 from eligen_bench.hashing import content_hash
-from eligen_bench.layout import Layout, check_id
+from eligen_bench.layout import Layout, check_id, check_text, short_repr
 
 FORMAT_VERSION = 1
+MAX_SUITE_BYTES = 1 << 30
+"""Largest suite file read (1 GiB; the filtered COCO suite with masks is far smaller)."""
+HEADER_FIELDS = ("suite", "version", "description", "notes", "format", "hash", "count")
 
 
 @dataclass(frozen=True)
@@ -37,12 +40,17 @@ class Suite:
 
     def __post_init__(self) -> None:
         check_id(self.name, where="suite", what="name")
+        check_text(self.version, where=f"suite {self.name!r}", what="version")
+        if self.description:
+            check_text(self.description, where=f"suite {self.name!r}", what="description")
         object.__setattr__(self, "layouts", tuple(self.layouts))
         object.__setattr__(self, "notes", tuple(self.notes))
+        for i, note in enumerate(self.notes):
+            check_text(note, where=f"suite {self.name!r}", what=f"notes[{i}]")
         seen: set[str] = set()
         for layout in self.layouts:
             if layout.id in seen:
-                raise InputError(f"duplicate layout id {layout.id!r}", where=f"suite {self.name!r}")
+                raise InputError("duplicate layout id", where=layout.where, field="id")
             seen.add(layout.id)
 
     @property
@@ -101,24 +109,32 @@ def validate_suite_file(path: str | Path) -> tuple[Suite | None, list[InputError
 
 def _parse(path: Path, *, stop_at_first: bool) -> tuple[Suite | None, list[InputError]]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None, [InputError("no such suite file", where=str(path))]
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, [InputError(f"cannot read suite file ({exc})", where=str(path))]
+        text = _read_text(path)
+    except InputError as exc:
+        return None, [exc]
     header: dict = {}
     layouts: list[Layout] = []
     problems: list[InputError] = []
     seen: dict[str, int] = {}
+    header_line = 0
     for number, line in _numbered_lines(text):
         where = f"{path.name}:{number}"
         try:
             data = json.loads(line, parse_constant=_reject_constant)
         except (json.JSONDecodeError, ValueError) as exc:
             problems.append(InputError(f"malformed JSON ({exc})", where=where))
+        except RecursionError:
+            problems.append(InputError("malformed JSON (nested too deeply)", where=where))
         else:
-            if isinstance(data, dict) and "suite" in data and not layouts and not header:
-                header = data
+            if isinstance(data, dict) and "suite" in data and not layouts and not header and not problems:
+                header, header_line = data, number
+                try:
+                    _check_header(header, where=where)
+                except InputError as exc:
+                    problems.append(exc)
+                    header = {}
+                if problems and stop_at_first:
+                    return None, problems
                 continue
             try:
                 layout = Layout.from_dict(data, where=where)
@@ -139,12 +155,13 @@ def _parse(path: Path, *, stop_at_first: bool) -> tuple[Suite | None, list[Input
             name=header.get("suite", _name_from_path(path)),
             version=str(header.get("version", "0")),
             layouts=tuple(layouts),
-            description=str(header.get("description", "")),
+            description=header.get("description", ""),
             notes=tuple(header.get("notes", ())),
             folder=str(path.resolve().parent),
         )
     except InputError as exc:
-        return None, [InputError(str(exc), where=str(path))]
+        place = f"{path.name}:{header_line}" if header_line else str(path)
+        return None, [InputError(exc.message, where=place, field=exc.field)]
     recorded = header.get("hash")
     if recorded and recorded != suite.hash:
         # Edited by hand after it was written: still usable, but say so in the suite's notes.
@@ -154,8 +171,51 @@ def _parse(path: Path, *, stop_at_first: bool) -> tuple[Suite | None, list[Input
     return suite, []
 
 
+def _read_text(path: Path) -> str:
+    """The file's text; only a regular file of at most MAX_SUITE_BYTES (a FIFO would block)."""
+    try:
+        if not path.exists():
+            raise InputError("no such suite file", where=str(path))
+        if not path.is_file():
+            raise InputError("is not a regular file", where=str(path))
+        size = path.stat().st_size
+        if size > MAX_SUITE_BYTES:
+            raise InputError(f"is {size} bytes; a suite file may hold at most {MAX_SUITE_BYTES}", where=str(path))
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read suite file ({exc})", where=str(path)) from None
+
+
+def _check_header(header: dict, *, where: str) -> None:
+    """Every header field has its documented type; unknown fields are refused."""
+    unknown = sorted(set(header) - set(HEADER_FIELDS))
+    if unknown:
+        raise InputError(f"unknown header field(s) {short_repr(unknown)}; known: {list(HEADER_FIELDS)}", where=where)
+    check_id(header["suite"], where=where, what="suite")
+    version = header.get("version", "0")
+    if isinstance(version, bool) or not isinstance(version, (str, int)):
+        raise InputError(f"must be a string or an integer, got {short_repr(version)}", where=where, field="version")
+    check_text(str(version), where=where, what="version")
+    if header.get("description"):
+        check_text(header["description"], where=where, what="description")
+    notes = header.get("notes", [])
+    if not isinstance(notes, list):
+        raise InputError(f"must be a list of strings, got {short_repr(notes)}", where=where, field="notes")
+    for i, note in enumerate(notes):
+        check_text(note, where=where, what=f"notes[{i}]")
+    for name, kind in (("format", int), ("count", int), ("hash", str)):
+        value = header.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+            raise InputError(f"must be {'an integer' if kind is int else 'a string'}, got {short_repr(value)}",
+                             where=where, field=name)
+    if header.get("format", FORMAT_VERSION) != FORMAT_VERSION:
+        raise InputError(f"format {header['format']} is not {FORMAT_VERSION}, the one this version reads",
+                         where=where, field="format")
+
+
 def _numbered_lines(text: str) -> Iterable[tuple[int, str]]:
-    for number, line in enumerate(text.splitlines(), start=1):
+    # JSONL lines end at "\n" only: splitlines() would also split inside a string at U+2028 etc.
+    for number, line in enumerate(text.split("\n"), start=1):
         if line.strip():
             yield number, line
 
@@ -177,4 +237,7 @@ def resolve_suite(name_or_path: str) -> Suite:
     from eligen_bench import registry
 
     loader = registry.get("suite", name_or_path)
-    return loader()
+    suite = loader()
+    if not isinstance(suite, Suite):
+        raise registry.PluginError(f"suite {name_or_path!r} gave a {type(suite).__name__}, not a Suite")
+    return suite

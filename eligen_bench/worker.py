@@ -21,26 +21,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from eligen_bench.errors import InputError
+from eligen_bench.errors import InputError, WorkerError
 from eligen_bench.generators.base import Capabilities, Generator
 from eligen_bench.hashing import file_sha256
-from eligen_bench.layout import Layout
+from eligen_bench.layout import Layout, short_repr
 from eligen_bench.requests import GenerationRequest
+from eligen_bench.worker_channel import Channel
 
 if TYPE_CHECKING:
     from PIL import Image
 
 PROTOCOL = 1
-
-
-class WorkerError(RuntimeError):
-    """The worker process failed or broke the protocol."""
 
 
 def request_to_json(request: GenerationRequest) -> dict[str, Any]:
@@ -64,6 +60,12 @@ def request_from_json(data: dict[str, Any], identity: dict[str, Any]) -> Generat
     )
 
 
+START_TIMEOUT = 300.0
+"""Seconds a worker may take to start and say hello (`worker_start_timeout=`)."""
+TIMEOUT = 7200.0
+"""Seconds a worker may take to answer one batch, loading its models included (`worker_timeout=`)."""
+
+
 class WorkerGenerator(Generator):
     """Client side: looks like any generator, runs the real one in a subprocess."""
 
@@ -71,61 +73,57 @@ class WorkerGenerator(Generator):
     capabilities = Capabilities()
 
     def __init__(self, python: str, target: str, profile: str = "full", device: str | None = None,
-                 **options: Any):
+                 start_timeout: float = START_TIMEOUT, timeout: float = TIMEOUT, **options: Any):
         self.python = python
         self.target = target
         self.options = options
         self.profile = profile
         self.device = device
+        self.timeout = timeout
         self.settings = dict(options)
-        self._process: subprocess.Popen[str] | None = None
-        self._hello: dict[str, Any] | None = None
         self._next_id = 0
         self._loaded = False
-        self._start()
-        assert self._hello is not None
-        self.name = self._hello["identity"]["name"]
-        caps = dict(self._hello["capabilities"])
-        caps["resolution"] = tuple(caps["resolution"])
-        self.capabilities = Capabilities(**caps)
+        self._channel: Channel | None = None
+        hello = self._start(start_timeout)
+        try:
+            self._identity, self.capabilities = _read_hello(hello, self.target)
+        except WorkerError:
+            self._stop()
+            raise
+        self.name = self._identity["name"]
 
     def identity(self) -> dict[str, Any]:
         # The worker's own identity: where its interpreter lies is not part of what it makes,
         # so moving the environment does not regenerate a run.
-        assert self._hello is not None
-        return dict(self._hello["identity"])
+        return dict(self._identity)
 
-    def _start(self) -> None:
+    def _start(self, timeout: float) -> dict[str, Any]:
         command = [self.python, "-m", "eligen_bench.worker", "--target", self.target,
                    "--profile", self.profile, "--options", json.dumps(self.options)]
         if self.device:
             command += ["--device", self.device]
+        self._channel = Channel(command, name=self.target)
         try:
-            self._process = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
-            )
-        except OSError as exc:
-            raise InputError(f"cannot start worker interpreter ({exc})", field="worker_python") from None
-        self._hello = self._receive()
-        if self._hello.get("type") == "error":
+            hello = self._receive(timeout=timeout, waiting_for="hello")
+        except WorkerError:
+            self._stop()
+            raise
+        if hello.get("type") == "error":
             self.close()
-            raise InputError(self._hello.get("message", "worker failed to start"), where=f"worker {self.target}")
-        if self._hello.get("protocol") != PROTOCOL or self._hello.get("type") != "hello":
-            self.close()
-            raise WorkerError(f"worker speaks protocol {self._hello.get('protocol')!r}, expected {PROTOCOL}")
+            raise InputError(str(hello.get("message", "worker failed to start"))[:2000], where=f"worker {self.target}")
+        if hello.get("protocol") != PROTOCOL or hello.get("type") != "hello":
+            self._stop()
+            raise WorkerError(f"worker {self.target} speaks protocol {short_repr(hello.get('protocol'))}, "
+                              f"expected {PROTOCOL}")
+        return hello
 
     def _send(self, message: dict[str, Any]) -> None:
-        assert self._process is not None and self._process.stdin is not None
-        self._process.stdin.write(json.dumps(message) + "\n")
-        self._process.stdin.flush()
+        assert self._channel is not None
+        self._channel.send(message)
 
-    def _receive(self) -> dict[str, Any]:
-        assert self._process is not None and self._process.stdout is not None
-        line = self._process.stdout.readline()
-        if not line:
-            code = self._process.wait()
-            raise WorkerError(f"worker {self.target} exited (code {code}) without answering; see its stderr")
-        return json.loads(line)
+    def _receive(self, *, timeout: float | None = None, waiting_for: str = "answer") -> dict[str, Any]:
+        assert self._channel is not None
+        return self._channel.receive(timeout=self.timeout if timeout is None else timeout, waiting_for=waiting_for)
 
     def load(self) -> None:
         """The worker loads its models on the first request."""
@@ -133,35 +131,67 @@ class WorkerGenerator(Generator):
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Image.Image]:
         import tempfile
 
-        from PIL import Image
-
         self._next_id += 1
         with tempfile.TemporaryDirectory(prefix="eligen-worker-") as out_dir:
             self._send({"type": "generate", "id": self._next_id, "out_dir": out_dir,
                         "requests": [request_to_json(r) for r in requests]})
-            reply = self._receive()
+            reply = self._receive(waiting_for=f"answer to request {self._next_id}")
             if reply.get("type") == "error":
-                raise WorkerError(f"worker {self.target}: {reply.get('message')}")
-            if reply.get("id") != self._next_id or len(reply.get("images", [])) != len(requests):
-                raise WorkerError(f"worker {self.target} answered out of turn: {reply}")
-            images = []
-            for entry in reply["images"]:
-                if file_sha256(entry["path"]) != entry["sha256"]:
-                    raise WorkerError(f"image {entry['path']} changed in transit")
-                with Image.open(entry["path"]) as image:
-                    images.append(image.convert("RGB"))
-            return images
+                raise WorkerError(f"worker {self.target}: {str(reply.get('message'))[:2000]}")
+            try:
+                return _read_images(reply, self._next_id, len(requests), Path(out_dir), self.target)
+            except WorkerError:
+                self._stop()
+                raise
 
     def close(self) -> None:
-        if self._process is None:
-            return
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def _stop(self) -> None:
+        """End a worker that broke the protocol: it cannot be trusted to read 'close'."""
+        if self._channel is not None:
+            self._channel.stop()
+            self._channel = None
+
+
+def _read_hello(hello: dict[str, Any], target: str) -> tuple[dict[str, Any], Capabilities]:
+    """The worker's identity and capabilities; WorkerError when the hello does not hold them."""
+    identity, caps = hello.get("identity"), hello.get("capabilities")
+    try:
+        if not isinstance(identity, dict) or not isinstance(identity.get("name"), str):
+            raise ValueError("identity must be an object with a name")
+        if not isinstance(caps, dict):
+            raise ValueError("capabilities must be an object")
+        caps = dict(caps)
+        caps["resolution"] = tuple(caps["resolution"])
+        return identity, Capabilities(**caps)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WorkerError(f"worker {target} sent a bad hello ({exc})") from None
+
+
+def _read_images(reply: dict[str, Any], number: int, count: int, out_dir: Path, target: str) -> list[Image.Image]:
+    """The images a result names, checked: as many as asked, inside out_dir, intact."""
+    from PIL import Image
+
+    entries = reply.get("images")
+    if reply.get("type") != "result" or reply.get("id") != number or not isinstance(entries, list) \
+            or len(entries) != count:
+        raise WorkerError(f"worker {target} answered out of turn: {short_repr(reply, 200)}")
+    images = []
+    for entry in entries:
+        path = Path(entry["path"]) if isinstance(entry, dict) and isinstance(entry.get("path"), str) else None
+        if path is None or path.resolve().parent != out_dir.resolve() or not path.is_file():
+            raise WorkerError(f"worker {target} named an image outside its output folder: {short_repr(entry)}")
+        if file_sha256(path) != entry.get("sha256"):
+            raise WorkerError(f"image {path} changed in transit")
         try:
-            if self._process.poll() is None:
-                self._send({"type": "close"})
-                self._process.wait(timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            self._process.kill()
-        self._process = None
+            with Image.open(path) as image:
+                images.append(image.convert("RGB"))
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise WorkerError(f"worker {target} wrote an unreadable image {path.name} ({exc})") from None
+    return images
 
 
 def serve(generator: Generator, inbox: IO[str], outbox: IO[str]) -> None:
@@ -175,7 +205,13 @@ def serve(generator: Generator, inbox: IO[str], outbox: IO[str]) -> None:
     send({"protocol": PROTOCOL, "type": "hello", "identity": identity,
           "capabilities": generator.capabilities.to_dict()})
     for line in inbox:
-        message = json.loads(line)
+        try:
+            message = json.loads(line)
+        except (ValueError, RecursionError):
+            message = None
+        if not isinstance(message, dict):
+            send({"type": "error", "id": None, "message": f"not a protocol line: {short_repr(line.rstrip())}"})
+            continue
         if message.get("type") == "close":
             break
         try:

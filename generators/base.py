@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 
 
 
+MAX_ENTITIES = 64
+"""The project's bound on entities per layout, for methods whose reference code sets none
+(EliGen, Regional Prompting FLUX, MultiDiffusion); no method may declare more. Eight times the
+most the benchmark suites hold (COCO: 8, MIG-Bench: 6)."""
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a method can take as input."""
@@ -32,10 +38,19 @@ class Capabilities:
     """Takes arbitrary-shape entity masks (otherwise masks are replaced by their boxes)."""
     inpainting: bool = False
     """Can fill entity regions of a given input image."""
-    max_entities: int | None = None
-    """Most entities one layout may hold; None for no limit."""
+    max_entities: int = MAX_ENTITIES
+    """Most entities one layout may hold: the reference code's limit, or at most MAX_ENTITIES for a
+    method whose reference has none (None takes MAX_ENTITIES)."""
     resolution: tuple[int, int] = (512, 512)
     """Native (width, height) of the method."""
+
+    def __post_init__(self) -> None:
+        # Cost grows with every entity (a prompt encoding, a region, attention rows), so no method
+        # is unbounded: 10,000 entities on one tiny image would run for minutes.
+        limit = MAX_ENTITIES if self.max_entities is None else self.max_entities
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_ENTITIES:
+            raise ValueError(f"max_entities must be an integer in [0, {MAX_ENTITIES}], got {limit!r}")
+        object.__setattr__(self, "max_entities", limit)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -101,15 +116,15 @@ class Generator(ABC):
         Raises InputError for what cannot be honoured (more entities than supported).
         """
         caps = self.capabilities
-        if caps.max_entities is not None and len(layout.entities) > caps.max_entities:
+        if len(layout.entities) > caps.max_entities:
             raise InputError(
                 f"{len(layout.entities)} entities, but {self.name} supports at most {caps.max_entities}",
-                where=f"layout {layout.id!r}",
+                where=layout.where,
                 field="entities",
             )
         if layout.init_image is not None and not caps.inpainting:
             raise InputError(f"has an input image, but {self.name} cannot inpaint",
-                             where=f"layout {layout.id!r}", field="init_image")
+                             where=layout.where, field="init_image")
         notes: list[str] = []
         if layout.entities and not caps.boxes and not caps.masks:
             notes.append("entities not used (method takes the global prompt only)")
@@ -153,4 +168,4 @@ def entity_boxes(layout: Layout) -> list[tuple[float, float, float, float]]:
     return [e.bbox for e in layout.entities]
 
 
-__all__ = ["Capabilities", "Entity", "GenerationRequest", "Generator", "Layout", "PROFILES"]
+__all__ = ["MAX_ENTITIES", "Capabilities", "Entity", "GenerationRequest", "Generator", "Layout", "PROFILES"]

@@ -29,6 +29,7 @@ import numpy as np
 
 from eligen_bench.errors import InputError
 from eligen_bench.generators.base import (
+    MAX_ENTITIES,
     Capabilities,
     GenerationRequest,
     Generator,
@@ -53,7 +54,8 @@ class MultiDiffusionGenerator(Generator):
     name = "multidiffusion"
     description = "Region-based MultiDiffusion on Stable Diffusion 2 base (native implementation)"
     reference = "omerbt/MultiDiffusion@69bcdce: region_based.py"
-    capabilities = Capabilities(boxes=True, masks=True, inpainting=False, max_entities=None, resolution=(512, 512))
+    capabilities = Capabilities(boxes=True, masks=True, inpainting=False, max_entities=MAX_ENTITIES,
+                                resolution=(512, 512))
     defaults = {
         "model": "stabilityai/stable-diffusion-2-base",
         "revision": None,

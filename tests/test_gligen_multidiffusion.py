@@ -184,13 +184,14 @@ def test_gligen_zero_entities_is_plain_sd(gligen):
 
 
 def test_multidiffusion_reference_defaults():
+    from eligen_bench.generators.base import MAX_ENTITIES
     from eligen_bench.generators.multidiffusion import MultiDiffusionGenerator
 
     full = MultiDiffusionGenerator(profile="full")
     assert full.settings["model"] == "stabilityai/stable-diffusion-2-base"
     assert (full.settings["steps"], full.settings["guidance_scale"]) == (50, 7.5)
     assert full.bootstrap_steps == 20  # reference: --bootstrapping 20 with --steps 50
-    assert full.capabilities.masks and full.capabilities.max_entities is None
+    assert full.capabilities.masks and full.capabilities.max_entities == MAX_ENTITIES  # the reference sets none
     assert MultiDiffusionGenerator(profile="tiny").bootstrap_steps == 1
 
 

@@ -7,9 +7,9 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from eligen_bench.errors import InputError
 from eligen_bench.generators.base import Generator
 from eligen_bench.hashing import file_sha256
+from eligen_bench.input_images import check_input_image
 from eligen_bench.layout import Layout
 from eligen_bench.requests import GenerationRequest
 from eligen_bench.rundir import RunDir
@@ -64,16 +64,9 @@ def suite_inputs(suite: Suite) -> dict[str, tuple[str, str]]:
 
 def input_image(suite: Suite, layout: Layout) -> tuple[str, str]:
     """The resolved path and content hash of a layout's input image; InputError when unreadable."""
-    from PIL import Image
-
     path = suite.input_path(layout)
     assert path is not None
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except (OSError, SyntaxError) as exc:  # PIL's errors for missing, truncated, not-an-image
-        raise InputError(f"cannot read input image {str(path)!r} ({type(exc).__name__})",
-                         where=f"layout {layout.id!r}", field="init_image") from None
+    check_input_image(path, where=layout.where)
     return str(path), file_sha256(path)
 
 
