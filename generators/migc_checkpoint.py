@@ -39,7 +39,8 @@ def read_state_dict(path: str | Path, *, allow_pickle: bool = False) -> dict[str
         data = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as exc:  # any unreadable file is bad input
         hint = "" if allow_pickle else " (if it holds pickled objects and you trust it: allow_pickle=true)"
-        raise InputError(f"cannot read {path}: {type(exc).__name__}: {exc}{hint}", field=FIELD) from None
+        first_line = (str(exc).strip().splitlines() or [""])[0]  # torch's messages run over many lines
+        raise InputError(f"cannot read {path}: {type(exc).__name__}: {first_line}{hint}", field=FIELD) from None
     if not isinstance(data, Mapping) or not isinstance(data.get("state_dict"), Mapping):
         raise InputError(f"{path} has no 'state_dict' entry (not a MIGC checkpoint)", field=FIELD)
     return dict(data["state_dict"])
@@ -148,4 +149,6 @@ def _few(items: list[str], limit: int = 6) -> str:
 
 def ldm_key(kind: str, index: int, name: str) -> str:
     """The released file's name of controller parameter `name` of LDM block `kind.index`."""
-    return f"model.diffusion_model.{kind}.{index}.1.transformer_blocks.0.attn2.migc.{name}"
+    # The SpatialTransformer is item 1 of an input/output block; the mid block is item 1 itself.
+    place = "middle_block.1" if kind == "middle_block" else f"{kind}.{index}.1"
+    return f"model.diffusion_model.{place}.transformer_blocks.0.attn2.migc.{name}"
