@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from eligen_bench.errors import InputError
 from eligen_bench.layout import Entity, Layout
 from eligen_bench.requests import GenerationRequest
+
 from fixtures import write_small_suite
 
 KEYS_FIXTURE = Path(__file__).parent / "migc_sd14_keys.txt"
@@ -470,6 +471,7 @@ def test_tiny_checkpoint_is_written_in_the_released_format(tmp_path):
     assert {k.split(".attn2.migc.")[1] for k in state} == {k.split(".attn2.migc.")[1] for k in _released_state_dict()}
 
 
+@pytest.mark.slow
 def test_cli_tiny_run_end_to_end(tmp_path):
     from eligen_bench.cli import main
 
