@@ -97,9 +97,12 @@ class MigcGenerator(Generator):
             value = self.settings[key]
             if isinstance(value, bool) or not isinstance(value, int):
                 raise InputError(f"must be an integer, got {value!r}", where=where, field=key)
-        if profile != "tiny" and not self.settings["migc_checkpoint"]:
+        checkpoint = self.settings["migc_checkpoint"]
+        if profile != "tiny" and not checkpoint:
             raise InputError("needs the released MIGC_SD14.ckpt: migc_checkpoint=PATH", where=where,
                              field="migc_checkpoint")
+        if profile != "tiny" and not Path(checkpoint).is_file():
+            raise InputError(f"no such file: {checkpoint}", where=where, field="migc_checkpoint")
         self._parts: dict[str, Any] = {}
         self._checkpoint_sha: str | None = None
 

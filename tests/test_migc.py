@@ -65,6 +65,8 @@ def test_full_profile_needs_the_checkpoint_and_options_are_checked():
 
     with pytest.raises(InputError, match="migc_checkpoint"):
         MigcGenerator(profile="full", device="cpu")
+    with pytest.raises(InputError, match="no such file"):
+        MigcGenerator(profile="full", device="cpu", migc_checkpoint="missing/MIGC_SD14.ckpt")
     with pytest.raises(InputError, match="migc_steps"):
         MigcGenerator(profile="tiny", device="cpu", migc_steps=1.5)
     with pytest.raises(InputError, match="unknown option"):
