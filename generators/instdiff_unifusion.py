@@ -147,8 +147,8 @@ def _mlp(in_dim: int, mid_dim: int, out_dim: int) -> nn.Sequential:
 class UniFusion(nn.Module):
     """Grounding tokens from instance phrases, boxes, points, polygons and masks (inference only).
 
-    `forward` takes the diffusers UNet's `gligen` keyword arguments and returns the tokens the
-    gated self-attention fusers attend to: 4 x 30 instance tokens then 64 mask tokens.
+    `embed` returns the tokens the gated self-attention fusers attend to: 4 x 30 instance tokens
+    then 64 mask tokens.
     """
 
     def __init__(self, config: UniFusionConfig):
@@ -177,9 +177,14 @@ class UniFusion(nn.Module):
         self.null_polygon_feature = nn.Parameter(torch.zeros(polygon_dim))
         self.null_seg_feature = nn.Parameter(torch.zeros(c.seg_feature_dim))
 
-    def forward(self, boxes: torch.Tensor, masks: torch.Tensor, positive_embeddings: torch.Tensor,
-                points: torch.Tensor, polygons: torch.Tensor, segs: torch.Tensor | None,
-                use_masks: bool) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The UNet's `gligen` hook: tokens computed once per layout by `embed` pass through
+        (they depend on neither the latents nor the timestep)."""
+        return tokens
+
+    def embed(self, boxes: torch.Tensor, masks: torch.Tensor, positive_embeddings: torch.Tensor,
+              points: torch.Tensor, polygons: torch.Tensor, segs: torch.Tensor | None,
+              use_masks: bool) -> torch.Tensor:
         """boxes (B,30,4) xyxy in [0,1], masks (B,30) slot used, positive_embeddings (B,30,in_dim),
         points (B,30,2), polygons (B,30,512), segs (B,30,H,W) or None.
 
@@ -211,7 +216,7 @@ class UniFusion(nn.Module):
         """64 tokens of the mask stack; a sample without any mask pixel takes the null feature."""
         null = self.null_seg_feature.view(1, 1, -1).to(dtype)
         out = null.expand(batch, self.config.seg_tokens, -1)
-        if segs is not None:
+        if segs is not None and bool(segs.sum() > 0):  # without any mask pixel every sample is null
             has_seg = (segs.sum(dim=(1, 2, 3)) > 0).to(dtype).view(-1, 1, 1)
             segs = F.interpolate(segs.to(dtype), SEG_RESIZE, mode="nearest")
             feature = self.convnext_tiny_backbone(self.in_conv(segs))
