@@ -81,7 +81,7 @@ class InstanceDiffusionGenerator(Generator):
         "negative_prompt": REFERENCE_NEGATIVE_PROMPT,
         "width": 512,  # configs/test_mask.yaml@722900e image_size 64 (latent) x 8
         "height": 512,
-        "dtype": "auto",
+        "dtype": "float32",  # eval_local.py@722900e runs the fp32 model without autocast ("auto": fp16 on CUDA)
         "allow_pickle": False,
     }
 
