@@ -33,8 +33,9 @@ TINY_UNET_CONFIG: dict[str, Any] = {
 }
 
 TINY_UNIFUSION = UniFusionConfig(in_dim=32, out_dim=32, mid_dim=16, convnext_depths=(1, 1, 1, 1),
-                                 convnext_dims=(4, 4, 4, 8))
-"""in_dim: the tiny CLIP's hidden size (phrase features); out_dim: the UNet's cross-attention dim."""
+                                 convnext_dims=(4, 4, 4, 8), seg_resize=128)
+"""in_dim: the tiny CLIP's hidden size (phrase features); out_dim: the UNet's cross-attention dim;
+masks resized to 128 (4 mask tokens) instead of 512 (64) to keep the tiny model fast."""
 
 _RESNET_NAMES = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("time_emb_proj", "emb_layers.1"),
                  ("norm2", "out_layers.0"), ("conv2", "out_layers.3"), ("conv_shortcut", "skip_connection"))

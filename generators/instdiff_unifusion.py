@@ -110,15 +110,17 @@ class UniFusionConfig:
     mid_dim: int = 3072
     convnext_depths: tuple[int, ...] = (3, 3, 9, 3)
     convnext_dims: tuple[int, ...] = (96, 192, 384, 768)
+    seg_resize: int = SEG_RESIZE
+    """Side the mask stack is resized to before the ConvNeXt (smaller only in the tiny model)."""
 
     @property
     def seg_tokens(self) -> int:
-        return (SEG_RESIZE // SEG_DOWN_FACTOR) ** 2
+        return (self.seg_resize // SEG_DOWN_FACTOR) ** 2
 
     @property
     def seg_feature_dim(self) -> int:
         # The reference reshapes the (C, 16, 16) ConvNeXt map into 64 tokens of 4C features.
-        side = SEG_RESIZE // 32
+        side = self.seg_resize // 32
         return self.convnext_dims[-1] * side * side // self.seg_tokens
 
     @classmethod
@@ -135,8 +137,10 @@ class UniFusionConfig:
                 depth += 1
             depths.append(depth)
             stage += 1
+        tokens = int(state[f"{prefix}pos_embedding"].shape[1])
         return cls(in_dim=int(state[f"{prefix}null_positive_feature"].shape[0]), out_dim=int(out.shape[0]),
-                   mid_dim=int(first.shape[0]), convnext_depths=tuple(depths), convnext_dims=tuple(dims))
+                   mid_dim=int(first.shape[0]), convnext_depths=tuple(depths), convnext_dims=tuple(dims),
+                   seg_resize=SEG_DOWN_FACTOR * round(tokens ** 0.5))
 
 
 def _mlp(in_dim: int, mid_dim: int, out_dim: int) -> nn.Sequential:
@@ -218,7 +222,7 @@ class UniFusion(nn.Module):
         out = null.expand(batch, self.config.seg_tokens, -1)
         if segs is not None and bool(segs.sum() > 0):  # without any mask pixel every sample is null
             has_seg = (segs.sum(dim=(1, 2, 3)) > 0).to(dtype).view(-1, 1, 1)
-            segs = F.interpolate(segs.to(dtype), SEG_RESIZE, mode="nearest")
+            segs = F.interpolate(segs.to(dtype), self.config.seg_resize, mode="nearest")
             feature = self.convnext_tiny_backbone(self.in_conv(segs))
             feature = feature.reshape(batch, -1, self.config.seg_tokens).permute(0, 2, 1)
             out = feature * has_seg + (1 - has_seg) * null
