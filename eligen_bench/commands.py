@@ -102,10 +102,22 @@ def _generate(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suit
                           for plan in plans for r in plan.requests if r.init_image is not None}
     manifest["warnings"] = [TINY_WARNING] if args.profile == "tiny" else []
     manifest["warnings"] += [f"suite note: {note}" for note in suite.notes]
+    manifest["references"] = {**manifest.get("references", {}),
+                              **{p.label: p.generator.reference for p in plans}}
     run_dir.write_manifest(manifest)
     summary = run_generation(run_dir, plans, batch_size=args.batch_size, progress=not args.no_progress)
+    _record_load_notes(run_dir, plans)
     for label, counts in summary.items():
         log.info("%s: %d made, %d kept", label, counts["made"], counts["kept"])
+
+
+def _record_load_notes(run_dir: RunDir, plans: list[GenerationPlan]) -> None:
+    """What loading found (e.g. the LoRA's module count) goes into the manifest; kept when nothing loaded."""
+    notes = {p.label: p.generator.load_notes for p in plans if p.generator.load_notes}
+    if notes:
+        manifest = run_dir.require_manifest()
+        manifest["load_notes"] = {**manifest.get("load_notes", {}), **notes}
+        run_dir.write_manifest(manifest)
 
 
 # score ---------------------------------------------------------------------------
@@ -170,6 +182,7 @@ def _metric_record(metric: Metric, shard_size: int) -> dict[str, Any]:
         "higher_is_better": metric.higher_is_better,
         "level": metric.level,
         "scale": metric.scale,
+        "reference": metric.reference,
     }
 
 
@@ -216,7 +229,10 @@ def ls(args: argparse.Namespace) -> int:
         print(f"{kind}s:")
         for name, entry in registry.entries(kind).items():
             try:
-                print(f"  {name:<18} {_describe(kind, entry.load())}")
+                plugin = entry.load()
+                print(f"  {name:<18} {_describe(kind, plugin)}")
+                if getattr(plugin, "reference", ""):
+                    print(f"  {'':<18} follows {plugin.reference}")
             except PluginError as exc:
                 print(f"  {name:<18} BROKEN: {exc}")
     return 0

@@ -83,6 +83,8 @@ class Generator(ABC):
         self.profile = profile
         self.device = device
         self.settings: dict[str, Any] = {**self.defaults, **self.profile_overrides(), **options}
+        self.load_notes: list[str] = []
+        """What loading found (e.g. how many modules a LoRA updated), recorded in the manifest."""
         self._loaded = False
 
     def profile_overrides(self) -> dict[str, Any]:

@@ -88,8 +88,6 @@ class FluxFamily(Generator):
         self._check_settings()
         self._pipe: Any = None
         self._tmpdir: str | None = None
-        self.load_notes: list[str] = []
-        """What loading found (e.g. the LoRA's module count), for the run's provenance."""
 
     # ----- settings -------------------------------------------------------------------
     def profile_overrides(self) -> dict[str, Any]:

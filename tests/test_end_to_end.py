@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from eligen_bench import registry
 from eligen_bench.cli import main
 from eligen_bench.suites.bundled import load_mini
 from eligen_bench.tiny import TINY_WARNING
@@ -29,6 +30,8 @@ def test_tiny_profile_run_generates_scores_and_reports(tmp_path) -> None:
     for generator in GENERATORS:
         assert len(list((out / "images" / generator).glob("*.png"))) == 5
         assert manifest["config"]["generators"][generator]["profile"] == "tiny"
+        assert manifest["references"][generator] == registry.get("generator", generator).reference
+    assert manifest["load_notes"]["eligen"] == ["EliGen LoRA: 20 modules updated"]
 
     table = pd.read_parquet(out / "scores.parquet")
     entities = sum(len(layout.entities) for layout in layouts)
@@ -38,6 +41,7 @@ def test_tiny_profile_run_generates_scores_and_reports(tmp_path) -> None:
         assert len(rows) == per_generator * len(GENERATORS), label
         assert set(rows["metric_key"]) == {record["key"]}
         assert record["identity"]["profile"] == "tiny"
+        assert record["reference"] == registry.get("metric", record["name"]).reference
     assert "mps" not in manifest["config"]["metrics"]  # needs a checkpoint file: not in default runs
 
     report = (out / "report" / "table.md").read_text()

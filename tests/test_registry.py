@@ -11,7 +11,7 @@ import pytest
 from eligen_bench import registry
 from eligen_bench.cli import main
 
-BUILT_IN_GENERATORS = {"flux", "eligen", "regional-flux", "gligen", "multidiffusion"}
+BUILT_IN_GENERATORS = {"flux", "eligen", "regional-flux", "gligen", "multidiffusion", "migc", "instancediffusion"}
 BUILT_IN_METRICS = {"miou", "clip_entity", "clip_global", "aesthetic", "vlm_success", "pickscore", "mps"}
 
 
@@ -33,6 +33,17 @@ def test_listing_imports_no_heavy_library() -> None:
     for name in BUILT_IN_GENERATORS | BUILT_IN_METRICS:
         assert f"  {name} " in result.stdout
     assert "BROKEN" not in result.stdout
+
+
+def test_every_built_in_names_its_reference_in_ls(capsys) -> None:
+    assert main(["ls"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for kind, names in (("generator", BUILT_IN_GENERATORS), ("metric", BUILT_IN_METRICS)):
+        for name in names:
+            reference = registry.get(kind, name).reference
+            assert reference, name
+            row = next(i for i, line in enumerate(lines) if line.startswith(f"  {name} "))
+            assert lines[row + 1].strip() == f"follows {reference}"
 
 
 def test_broken_plugin_is_reported_not_fatal(monkeypatch, capsys) -> None:
