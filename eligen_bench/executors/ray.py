@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ DEPTH = 2
 """Items queued per actor: one running, one waiting, so an actor never idles on a round trip."""
 MAX_RESTARTS = 8
 """Actors replaced per stage before giving up (a cluster losing workers faster is broken)."""
+PROBE_SECONDS = 5.0
 _ACTOR: Any = None
 
 
@@ -52,6 +54,21 @@ def _actor_class(ray: Any) -> Any:
     if _ACTOR is None:
         _ACTOR = ray.remote(max_restarts=0)(ItemWorker)
     return _ACTOR
+
+
+def check_reachable(address: str) -> None:
+    """`host:port` (or `ray://host:port`, or `auto`) that answers; Ray itself would wait for
+    minutes on a wrong one before failing."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"must be host:port, ray://host:port or auto, got {address!r}", field="--address")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS).close()
+    except OSError as exc:
+        raise InputError(f"no Ray cluster answers at {address!r} ({exc.strerror or type(exc).__name__})",
+                         field="--address") from None
 
 
 class ItemWorker:
@@ -106,6 +123,8 @@ class RayExecutor:
     def _connect(self, address: str | None) -> None:
         if self.ray.is_initialized():
             return  # a session the caller started (a test, a notebook) is used as it is
+        if address is not None:
+            check_reachable(address)
         try:
             self.ray.init(address=address, include_dashboard=False, log_to_driver=False)
         except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
