@@ -85,21 +85,21 @@ class ItemWorker:
         self.worker = worker_record("ray", f"gpu {','.join(str(g) for g in gpus)}" if gpus else plugin.device)
         self.worker["node"] = ray.get_runtime_context().get_node_id()
 
-    def info(self) -> dict[str, Any]:
-        return self.worker
-
-    def generate(self, label: str, batch: Sequence[GenerationRequest]) -> int:
+    # Each call returns this worker's record, so the driver learns who made what without
+    # asking an actor that may be gone by then.
+    def generate(self, label: str, batch: Sequence[GenerationRequest]) -> dict[str, Any]:
         from eligen_bench.stages.generate import make_images
 
         assert isinstance(self.plugin, Generator)
-        return make_images(self.run, label, self.plugin, batch, self.worker)
+        make_images(self.run, label, self.plugin, batch, self.worker)
+        return self.worker
 
-    def score(self, label: str, path: Path, chunk: Sequence[ScoreItem]) -> int:
+    def score(self, label: str, path: Path, chunk: Sequence[ScoreItem]) -> dict[str, Any]:
         from eligen_bench.stages.score import score_shard
 
         assert isinstance(self.plugin, Metric)
         score_shard(self.run, label, self.plugin, path, chunk, self.worker)
-        return len(chunk)
+        return self.worker
 
 
 class RayExecutor:
@@ -189,7 +189,7 @@ class RayExecutor:
                     actor, task = inflight.pop(future)
                     load[id(actor)] -= 1
                     try:
-                        self.ray.get(future)
+                        worker = self.ray.get(future)
                     except self.ray.exceptions.RayActorError:
                         restarts += 1
                         if restarts > MAX_RESTARTS * DEPTH:
@@ -202,13 +202,8 @@ class RayExecutor:
                             load[id(replacement)] = 0
                         continue
                     bar.update(size(task))
-                    self._note(actor)
+                    self._seen[worker["id"]] = worker
         finally:
             bar.close()
             for actor in actors:
                 self.ray.kill(actor)
-
-    def _note(self, actor: Any) -> None:
-        key = actor._actor_id.hex()
-        if key not in self._seen:
-            self._seen[key] = self.ray.get(actor.info.remote())
