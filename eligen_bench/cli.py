@@ -1,4 +1,4 @@
-"""The `eligen-bench` command: run, generate, score, report, ls, validate, suite."""
+"""The `eligen-bench` command: run, generate, score, report, status, ls, validate, suite."""
 
 from __future__ import annotations
 
@@ -77,7 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="model profile of the metrics (default: the run's)")
     score.add_argument("--device", type=device, default=None, help="torch device of the metrics")
     score.add_argument("--no-progress", action="store_true")
+    _add_executor_args(score)
     score.set_defaults(func=commands.score)
+
+    status = sub.add_parser("status", help="say what a run folder still lacks, per generator and metric")
+    status.add_argument("run", type=Path, help="the run folder")
+    status.add_argument("--all", action="store_true", help="name every missing item, not the first few")
+    status.set_defaults(func=commands.status)
 
     report = sub.add_parser("report", help="write the report of a run folder")
     report.add_argument("--out", required=True, type=Path, help="the run folder")
@@ -124,6 +130,18 @@ def _add_generation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-mixed", action="store_true",
                         help="add to a run folder made by a different configuration")
     parser.add_argument("--no-progress", action="store_true")
+    _add_executor_args(parser)
+
+
+def _add_executor_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="where items are made: this process (default) or Ray actors")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address (default: a running cluster or a new local one)")
+    parser.add_argument("--workers", type=int, default=1, help="Ray actors per stage (model replicas)")
+    parser.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs each Ray actor holds")
+    parser.add_argument("--shard", default=None,
+                        help="i/n: make only this process's part of the items (torchrun, Slurm arrays)")
 
 
 def _add_metric_args(parser: argparse.ArgumentParser) -> None:

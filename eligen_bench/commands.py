@@ -9,7 +9,10 @@ from typing import Any
 
 from eligen_bench import registry
 from eligen_bench.errors import InputError
-from eligen_bench.metrics.base import Metric, ModelCache
+from eligen_bench.executors.base import Executor
+from eligen_bench.executors.dispatch import make_executor, record_execution, wait_for_images
+from eligen_bench.executors.shard import Shard, parse_shard
+from eligen_bench.metrics.base import Metric, ModelCache, ScoreItem
 from eligen_bench.plugins import make_generator, make_metric
 from eligen_bench.registry import PluginError
 from eligen_bench.rundir import RunDir
@@ -23,6 +26,7 @@ from eligen_bench.stages.generate import (
     seeds_for,
 )
 from eligen_bench.stages.score import collect_items, compile_run_scores, run_scoring
+from eligen_bench.status import SHOWN, run_status
 from eligen_bench.suite import Suite, read_suite, resolve_suite, validate_suite_file
 
 log = logging.getLogger("eligen_bench")
@@ -30,6 +34,7 @@ log = logging.getLogger("eligen_bench")
 
 # run / generate ----------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
+    shard = parse_shard(args.shard)
     plans, suite, run_dir = _prepare_generation(args)
     metrics = _make_metrics(args.metrics, profile=args.profile, device=args.device,
                             batch_size=args.metric_batch_size)
@@ -38,19 +43,27 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         _print_plan(run_dir, suite, plans, metrics)
         return 0
+    executor = make_executor(args)
+    _generate(args, plans, suite, run_dir, executor, shard)
+    if shard is not None:
+        wait_for_images(run_dir)  # the other shards' images: every metric shard needs all
+    _score(run_dir, metrics, shard_size=args.shard_size, progress=not args.no_progress, executor=executor,
+           shard=shard)
     with run_dir.locked():
-        _generate(args, plans, suite, run_dir)
-        _score(run_dir, metrics, shard_size=args.shard_size, progress=not args.no_progress)
+        if shard is not None and not run_status(run_dir).complete:
+            log.info("shard %s done; the last shard to finish writes the report (`eligen-bench status %s`)",
+                     shard, run_dir.root)
+            return 0
         return _report(run_dir, args)
 
 
 def generate(args: argparse.Namespace) -> int:
+    shard = parse_shard(args.shard)
     plans, suite, run_dir = _prepare_generation(args)
     if args.dry_run:
         _print_plan(run_dir, suite, plans, {})
         return 0
-    with run_dir.locked():
-        _generate(args, plans, suite, run_dir)
+    _generate(args, plans, suite, run_dir, make_executor(args), shard)
     return 0
 
 
@@ -88,7 +101,22 @@ def _generation_config(args: argparse.Namespace, suite: Suite, plans: list[Gener
     }
 
 
-def _generate(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suite, run_dir: RunDir) -> None:
+def _generate(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suite, run_dir: RunDir,
+              executor: Executor, shard: Shard | None) -> None:
+    """The manifest under the run's lock, then the images outside it (several processes may
+    make a run's images at once), then where they were made, under the lock again."""
+    with run_dir.locked():
+        _open_generation(args, plans, suite, run_dir)
+    summary = run_generation(run_dir, plans, batch_size=args.batch_size, progress=not args.no_progress,
+                             executor=executor, shard=shard)
+    with run_dir.locked():
+        record_execution(run_dir, "generate", executor, shard)
+        _record_load_notes(run_dir, plans)
+    for label, counts in summary.items():
+        log.info("%s: %d made, %d kept", label, counts["made"], counts["kept"])
+
+
+def _open_generation(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suite, run_dir: RunDir) -> None:
     from eligen_bench.tiny import TINY_WARNING
 
     manifest = run_dir.open_for(_generation_config(args, suite, plans), allow_mixed=args.allow_mixed)
@@ -105,10 +133,6 @@ def _generate(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suit
     manifest["references"] = {**manifest.get("references", {}),
                               **{p.label: p.generator.reference for p in plans}}
     run_dir.write_manifest(manifest)
-    summary = run_generation(run_dir, plans, batch_size=args.batch_size, progress=not args.no_progress)
-    _record_load_notes(run_dir, plans)
-    for label, counts in summary.items():
-        log.info("%s: %d made, %d kept", label, counts["made"], counts["kept"])
 
 
 def _record_load_notes(run_dir: RunDir, plans: list[GenerationPlan]) -> None:
@@ -127,8 +151,9 @@ def score(args: argparse.Namespace) -> int:
     profile = args.profile or manifest.get("profile", "full")
     metrics = _make_metrics(args.metrics, profile=profile, device=args.device, batch_size=args.metric_batch_size)
     check_metric_keys(metrics, manifest["config"].get("metrics", {}))
-    with run_dir.locked():
-        _score(run_dir, metrics, shard_size=args.shard_size, progress=not args.no_progress)
+    shard = parse_shard(args.shard)
+    _score(run_dir, metrics, shard_size=args.shard_size, progress=not args.no_progress,
+           executor=make_executor(args), shard=shard)
     return 0
 
 
@@ -154,8 +179,21 @@ def check_metric_keys(metrics: dict[str, Metric], recorded: dict[str, Any]) -> N
         owners[metric.key] = label
 
 
-def _score(run_dir: RunDir, metrics: dict[str, Metric], *, shard_size: int, progress: bool) -> None:
-    """Score into shards, then compile the table; call it holding the run's lock."""
+def _score(run_dir: RunDir, metrics: dict[str, Metric], *, shard_size: int, progress: bool,
+           executor: Executor, shard: Shard | None) -> None:
+    """Record the metrics (under the lock), score into shards (outside it: several processes
+    may score a run at once), then compile the table (under the lock)."""
+    with run_dir.locked():
+        items = _open_scoring(run_dir, metrics, shard_size)
+    run_scoring(run_dir, metrics, items, shard_size=shard_size, progress=progress, executor=executor, shard=shard)
+    with run_dir.locked():
+        record_execution(run_dir, "score", executor, shard)
+        # The table holds every metric scored into this folder, each with its current identity.
+        table = compile_run_scores(run_dir, items)
+    log.info("scores: %d rows in %s", len(table), run_dir.scores_path)
+
+
+def _open_scoring(run_dir: RunDir, metrics: dict[str, Metric], shard_size: int) -> dict[str, list[ScoreItem]]:
     manifest = run_dir.require_manifest()  # read again under the lock: another command may have scored
     suite = read_suite(run_dir.suite_path)
     items = collect_items(run_dir, suite, list(manifest["config"]["generators"]), manifest["seeds"],
@@ -166,10 +204,7 @@ def _score(run_dir: RunDir, metrics: dict[str, Metric], *, shard_size: int, prog
     manifest["config"]["metrics"] = {
         **recorded, **{label: _metric_record(m, shard_size) for label, m in metrics.items()}}
     run_dir.write_manifest(manifest)
-    run_scoring(run_dir, metrics, items, shard_size=shard_size, progress=progress)
-    # The table holds every metric scored into this folder, each with its current identity.
-    table = compile_run_scores(run_dir, items)
-    log.info("scores: %d rows in %s", len(table), run_dir.scores_path)
+    return items
 
 
 def _metric_record(metric: Metric, shard_size: int) -> dict[str, Any]:
@@ -221,6 +256,21 @@ def _report(run_dir: RunDir, args: argparse.Namespace) -> int:
         print(f"regression: {row.generator} {row.metric} {row.this:.4g} vs {row.other_mean:.4g} in {row.other} "
               f"(interval [{row.ci_low:.4g}, {row.ci_high:.4g}])")
     return 1 if len(worse) else 0
+
+
+# status ------------------------------------------------------------------------------------
+def status(args: argparse.Namespace) -> int:
+    """Print what the run lacks; 0 when complete, 1 when something is missing."""
+    run_dir = RunDir(args.run)
+    result = run_status(run_dir, shown=None if args.all else SHOWN)
+    print(f"run folder: {run_dir.root}")
+    for line in result.lines:
+        print(line)
+    if result.complete:
+        print("complete")
+        return 0
+    print(f"incomplete: {result.missing_images} image(s) and {result.missing_shards} score shard(s) missing")
+    return 1
 
 
 # ls / validate / suite -----------------------------------------------------------------

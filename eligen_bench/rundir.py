@@ -7,7 +7,9 @@
 <run>/scores/<metric key>/<generator>/<shard>.parquet
 <run>/scores.parquet           all rows of the run's current metrics
 <run>/report/                  tables, plots, leaderboard
-<run>/.eligen-bench.lock       held by the command working on the run (see `RunDir.locked`)
+<run>/provenance/<worker>.jsonl  where each image and score shard was made, one line per item
+<run>/.eligen-bench.lock       held while a command reads or writes the manifest (see `RunDir.locked`)
+<run>/.eligen-bench.work       held shared by every process making items (see `RunDir.working`)
 ```
 A stage is done for an item when its file exists and its recorded key matches; every write
 is atomic, so a run killed at any moment resumes without a half-written file.
@@ -21,6 +23,8 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,7 +47,8 @@ KEY_CHUNK = "eligen_bench_key"
 INPUT_CHUNK = "eligen_bench_input_sha256"
 """PNG text chunk with the content hash of the input image an inpainting image was made from."""
 LOCK_NAME = ".eligen-bench.lock"
-OWN_FOLDERS = ("images", "scores", "report")
+WORK_LOCK_NAME = ".eligen-bench.work"
+OWN_FOLDERS = ("images", "scores", "report", "provenance")
 """Sub-folders a run writes; temporaries are cleaned up there and at the top level only."""
 SHARED_CONFIG = ("suite", "seeds", "base_seed", "profile")
 """Configuration every generator of one run folder shares (its images are compared on them)."""
@@ -104,15 +109,21 @@ class RunDir:
             raise InputError("exists and is not a folder; choose another --out", where=str(self.root))
         if self.manifest_path.exists():
             return
-        others = sorted(p.name for p in self.root.iterdir() if p.name != LOCK_NAME)
+        others = sorted(p.name for p in self.root.iterdir() if p.name not in (LOCK_NAME, WORK_LOCK_NAME))
         if others:
             raise InputError(f"is not empty and holds no manifest.json, so it is not a run folder "
                              f"(it holds {others[0]!r}{' and more' if len(others) > 1 else ''}); "
                              "choose a new or empty --out folder", where=str(self.root))
 
+    @property
+    def provenance_dir(self) -> Path:
+        return self.root / "provenance"
+
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the run's lock: one command at a time works on a run folder; a second one waits.
+        """Hold the run's lock: one process at a time reads-modifies-writes the manifest or
+        compiles a table; a second one waits. Making items (images, score shards) happens
+        outside it, under `working`, so several processes share a run's work.
 
         The lock is an OS file lock (flock) on `<run>/.eligen-bench.lock`, released by the
         kernel when its holder dies, so a killed run never leaves the folder locked. A file
@@ -142,12 +153,64 @@ class RunDir:
         finally:
             lock.release()
 
+    @contextmanager
+    def working(self) -> Iterator[None]:
+        """Hold a shared lock while making items: clean-up takes it exclusively, so it never
+        removes the temporary of a live writer in another process or on another machine."""
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / WORK_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
     def remove_stale_temporaries(self) -> int:
-        """Delete temporaries a killed command left in the run's own places (under the lock)."""
-        count = remove_stale_temporaries(self.root, recursive=False)
-        for name in OWN_FOLDERS:
-            count += remove_stale_temporaries(self.root / name)
-        return count
+        """Delete temporaries a killed command left in the run's own places (under the lock).
+
+        Skipped while another process makes items (it holds `working`): their temporaries are
+        live, and stale ones are removed by the next command that finds the run idle.
+        """
+        import fcntl
+
+        if not self.root.is_dir():
+            return 0
+        fd = os.open(self.root / WORK_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.debug("%s: items are being made elsewhere; clean-up left for later", self.root)
+                return 0
+            count = remove_stale_temporaries(self.root, recursive=False)
+            for name in OWN_FOLDERS:
+                count += remove_stale_temporaries(self.root / name)
+            return count
+        finally:
+            os.close(fd)
+
+    # provenance ------------------------------------------------------------------
+    def record_made(self, worker: dict[str, Any], kind: str, generator: str, item: str) -> None:
+        """Append where one item was made to this worker's own file (no lock: one writer each).
+
+        A line cut short by a kill is skipped when the provenance is read."""
+        self.provenance_dir.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"kind": kind, "generator": generator, "item": item, "worker": worker["id"]})
+        with open(self.provenance_dir / f"{worker['id']}.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+    def read_provenance(self) -> list[dict[str, Any]]:
+        """Every complete line of every worker's provenance file, the latest record per item last."""
+        records = []
+        for path in sorted(self.provenance_dir.glob("*.jsonl")) if self.provenance_dir.is_dir() else ():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return records
 
     def open_for(self, config: dict[str, Any], *, allow_mixed: bool) -> dict[str, Any]:
         """Create the manifest, or add `config` to a compatible existing one (under the lock).
@@ -206,6 +269,13 @@ class RunDir:
                 return dict(image.text)  # type: ignore[attr-defined]
         except Exception:  # a corrupt image is simply not done
             return {}
+
+
+def worker_record(executor: str, device: str | None) -> dict[str, Any]:
+    """Who makes items: host, process and device; `id` names its provenance file."""
+    host = socket.gethostname()
+    return {"id": f"{host}-{os.getpid()}", "executor": executor, "host": host, "pid": os.getpid(),
+            "device": device or "default"}
 
 
 def merge_config(existing: dict[str, Any] | None, config: dict[str, Any], *, allow_mixed: bool,

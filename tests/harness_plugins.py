@@ -71,3 +71,23 @@ class RegionFill(Metric):
                 close = np.abs(pixels[region] - prompt_colour(entity.prompt)).max(axis=1) <= self.options["tolerance"]
                 rows.append(row(self, item, float(close.mean()), entity_index=index))
         return rows
+
+
+class CountingPainter(BoxPainter):
+    """`BoxPainter` that appends `start <stem>` and `done <stem>` to the file `calls` around
+    each image, so a test counts how often each item was begun and finished, in any process."""
+
+    name = "counting-painter"
+    defaults = {**BoxPainter.defaults, "calls": ""}
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Image.Image]:
+        images = []
+        for request in requests:
+            self._log("start", request)
+            images += super().generate([request])
+            self._log("done", request)
+        return images
+
+    def _log(self, what: str, request: GenerationRequest) -> None:
+        with open(self.settings["calls"], "a", encoding="utf-8") as handle:
+            handle.write(f"{what} {request.stem}\n")

@@ -127,8 +127,34 @@ def test_two_concurrent_score_commands_keep_both_metrics(tmp_path) -> None:
     table = pd.read_parquet(out / "scores.parquet")
     entities = sum(len(layout.entities) for layout in small_suite().layouts)
     assert table.groupby("metric").size().to_dict() == {"quick": 2 * entities, "slow": 2 * entities}
-    assert "in use by another eligen-bench command; waiting" in second.stderr
     assert set(json.loads((out / "manifest.json").read_text())["config"]["metrics"]) == {"slow", "quick"}
+
+
+def test_items_are_made_outside_the_manifest_lock_and_clean_up_spares_live_writers(tmp_path) -> None:
+    """Only manifest and compile phases are serialised; a process making items holds the shared
+    work lock, and clean-up by another process then leaves every temporary alone."""
+    from filelock import FileLock
+
+    suite = write_small_suite(tmp_path / "s.jsonl")
+    out = tmp_path / "run"
+    assert generate(suite, out) == 0
+    live = out / "images" / "painter" / ".plain_0.png.a1b2c3d4.eligen.tmp"
+    live.write_text("being written")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from eligen_bench.rundir import RunDir\n"
+                               "with RunDir(Path(sys.argv[1])).working():\n"
+                               "    print('working', flush=True); time.sleep(60)", str(out)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "working"
+        FileLock(out / ".eligen-bench.lock").acquire(timeout=5).lock.release()  # the manifest lock is free
+        assert generate(suite, out) == 0
+        assert live.exists()  # a live writer's temporary is never removed
+    finally:
+        holder.kill()
+        holder.wait()
+    assert generate(suite, out) == 0
+    assert not live.exists()  # once nobody makes items, the stale temporary goes
 
 
 def test_the_lock_is_released_when_its_holder_is_killed(tmp_path) -> None:

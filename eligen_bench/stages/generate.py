@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from eligen_bench.generators.base import Generator
 from eligen_bench.hashing import file_sha256
@@ -15,6 +16,10 @@ from eligen_bench.requests import GenerationRequest
 from eligen_bench.rundir import RunDir
 from eligen_bench.seeds import derive_seed
 from eligen_bench.suite import Suite
+
+if TYPE_CHECKING:
+    from eligen_bench.executors.base import Executor
+    from eligen_bench.executors.shard import Shard
 
 log = logging.getLogger(__name__)
 
@@ -72,34 +77,59 @@ def input_image(suite: Suite, layout: Layout) -> tuple[str, str]:
 
 def pending_requests(run: RunDir, plan: GenerationPlan) -> list[GenerationRequest]:
     """Requests whose image is missing, unreadable, or made by another configuration."""
-    return [r for r in plan.requests if run.image_key(run.image_path(plan.label, r.stem)) != r.key]
+    return [r for r in plan.requests if not is_made(run, plan.label, r)]
 
 
-def run_generation(run: RunDir, plans: list[GenerationPlan], batch_size: int = 1,
-                   progress: bool = True) -> dict[str, dict[str, int]]:
-    """Make the missing images; returns {label: {'made': n, 'kept': m}}."""
-    from tqdm import tqdm
+def is_made(run: RunDir, label: str, request: GenerationRequest) -> bool:
+    return run.image_key(run.image_path(label, request.stem)) == request.key
 
+
+def item_name(label: str, request: GenerationRequest) -> str:
+    """The work item's name: stable whatever is already done (shards partition by it)."""
+    return f"{label}/{request.stem}"
+
+
+def make_images(run: RunDir, label: str, generator: Generator, batch: Sequence[GenerationRequest],
+                worker: dict[str, Any]) -> int:
+    """One work item (a batch of requests): make and write the images not made yet; returns how many.
+
+    Every executor calls this. Checked again here, not only when planning, so an item another
+    process finished meanwhile is not made twice; each write is atomic, so two writers of one
+    item never leave a broken file.
+    """
+    with run.working():
+        todo = [r for r in batch if not is_made(run, label, r)]
+        if not todo:
+            return 0
+        generator.ensure_loaded()
+        images = generator.generate(todo)
+        if len(images) != len(todo):
+            raise RuntimeError(f"{label} returned {len(images)} images for {len(todo)} requests")
+        for request, image in zip(todo, images, strict=True):
+            run.write_image(run.image_path(label, request.stem), image, request.key, request.init_image_sha256)
+            run.record_made(worker, "image", label, request.stem)
+        return len(todo)
+
+
+def batches(requests: Sequence[GenerationRequest], batch_size: int) -> list[list[GenerationRequest]]:
+    size = max(1, batch_size)
+    return [list(requests[start : start + size]) for start in range(0, len(requests), size)]
+
+
+def run_generation(run: RunDir, plans: list[GenerationPlan], batch_size: int = 1, progress: bool = True,
+                   executor: Executor | None = None,
+                   shard: Shard | None = None) -> dict[str, dict[str, int]]:
+    """Make the missing images (of this shard); returns {label: {'made': n, 'kept': m}}."""
+    from eligen_bench.executors.local import LocalExecutor
+
+    executor = executor or LocalExecutor(progress=progress)
     summary = {}
     for plan in plans:
-        pending = pending_requests(run, plan)
-        kept = len(plan.requests) - len(pending)
+        mine = [r for r in plan.requests if shard is None or shard.owns(item_name(plan.label, r))]
+        pending = [r for r in mine if not is_made(run, plan.label, r)]
+        kept = len(mine) - len(pending)
         log.info("generate %s: %d to make, %d already done", plan.label, len(pending), kept)
         if pending:
-            plan.generator.ensure_loaded()
-            bar = tqdm(total=len(pending), desc=f"generate {plan.label}", unit="img", disable=not progress)
-            try:
-                for start in range(0, len(pending), max(1, batch_size)):
-                    batch = pending[start : start + batch_size]
-                    images = plan.generator.generate(batch)
-                    if len(images) != len(batch):
-                        raise RuntimeError(f"{plan.label} returned {len(images)} images for {len(batch)} requests")
-                    for request, image in zip(batch, images, strict=True):
-                        run.write_image(run.image_path(plan.label, request.stem), image, request.key,
-                                        request.init_image_sha256)
-                    bar.update(len(batch))
-            finally:
-                bar.close()
-                plan.generator.close()
+            executor.generate(run, plan.label, plan.generator, batches(pending, batch_size))
         summary[plan.label] = {"made": len(pending), "kept": kept}
     return summary

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from eligen_bench.atomic import atomic_write
 from eligen_bench.errors import InputError
@@ -27,6 +27,9 @@ from eligen_bench.suite import Suite
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from eligen_bench.executors.base import Executor
+    from eligen_bench.executors.shard import Shard
 
 log = logging.getLogger(__name__)
 COLUMNS = ["metric", "generator", "layout_id", "seed_index", "seed", "entity_index", "value",
@@ -111,24 +114,36 @@ def shard_plan(run: RunDir, metric_key: str, items: Mapping[str, list[ScoreItem]
     return plan
 
 
-def run_scoring(run: RunDir, metrics: Mapping[str, Metric], items: Mapping[str, list[ScoreItem]],
-                shard_size: int = 16, progress: bool = True) -> None:
-    """Score what is not scored yet, one shard file at a time."""
-    from tqdm import tqdm
+def score_shard(run: RunDir, label: str, metric: Metric, path: Path, chunk: Sequence[ScoreItem],
+                worker: dict[str, Any]) -> bool:
+    """One work item (a score shard): score and write it unless it is on disk; True when scored.
 
+    Every executor calls this; a shard is named by the metric's identity and its images, so
+    one that exists is done, and an atomic write means two writers never leave a broken one.
+    """
+    with run.working():
+        if path.exists():
+            return False
+        rows = metric.score(chunk)
+        _write_rows(path, [{**r.to_record(), "metric": label} for r in rows])
+        run.record_made(worker, "score", chunk[0].generator, f"{path.parent.parent.name}/{path.name}")
+        return True
+
+
+def run_scoring(run: RunDir, metrics: Mapping[str, Metric], items: Mapping[str, list[ScoreItem]],
+                shard_size: int = 16, progress: bool = True, executor: Executor | None = None,
+                shard: Shard | None = None) -> None:
+    """Score what is not scored yet (of this shard), one shard file per work item."""
+    from eligen_bench.executors.local import LocalExecutor
+
+    executor = executor or LocalExecutor(progress=progress)
     for label, metric in metrics.items():
         plan = shard_plan(run, metric.key, items, shard_size)
-        todo = [(path, chunk) for path, chunk in plan if not path.exists()]
-        log.info("score %s: %d shard(s) to score, %d done", label, len(todo), len(plan) - len(todo))
-        total = sum(len(chunk) for _, chunk in todo)
-        try:
-            with tqdm(total=total, desc=f"score {label}", unit="img", disable=not progress or not todo) as bar:
-                for path, chunk in todo:
-                    rows = metric.score(chunk)
-                    _write_rows(path, [{**r.to_record(), "metric": label} for r in rows])
-                    bar.update(len(chunk))
-        finally:
-            metric.release()  # one metric's model at a time, beside what the run's cache shares
+        mine = [(path, chunk) for path, chunk in plan if shard is None or shard.owns(path.stem)]
+        todo = [(path, chunk) for path, chunk in mine if not path.exists()]
+        log.info("score %s: %d shard(s) to score, %d done", label, len(todo), len(mine) - len(todo))
+        if todo:
+            executor.score(run, label, metric, todo)
 
 
 def _write_rows(path: Path, records: list[dict]) -> None:
@@ -174,7 +189,8 @@ def compile_run_scores(run: RunDir, items: Mapping[str, list[ScoreItem]]) -> pd.
         plan = shard_plan(run, record["key"], items, record["shard_size"])
         present = [path for path, _ in plan if path.exists()]
         if len(present) < len(plan):
-            log.warning("metric %s: %d of %d shard(s) not scored (images changed since); "
-                        "score it again to complete it", label, len(plan) - len(present), len(plan))
+            log.warning("metric %s: %d of %d shard(s) not scored yet (another process is scoring them, "
+                        "or images changed since); `eligen-bench status` says which", label,
+                        len(plan) - len(present), len(plan))
         shards += [(label, path) for path in present]
     return compile_scores(run, shards)

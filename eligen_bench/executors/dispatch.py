@@ -1,0 +1,77 @@
+"""Choosing an executor from the command line, and recording in the run who made what."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from datetime import datetime, timezone
+
+from eligen_bench.atomic import atomic_write_text
+from eligen_bench.errors import InputError
+from eligen_bench.executors.base import Executor
+from eligen_bench.executors.shard import Shard
+from eligen_bench.rundir import RunDir
+
+log = logging.getLogger(__name__)
+EXECUTORS = ("local", "ray")
+POLL_SECONDS = 2.0
+
+
+def make_executor(args: argparse.Namespace) -> Executor:
+    """The executor the command asks for; Ray is imported (and connected) only for `ray`,
+    before anything is written, so a bad address or a missing Ray loses nothing."""
+    name = getattr(args, "executor", "local")
+    progress = not args.no_progress
+    if name == "local":
+        if getattr(args, "address", None):
+            raise InputError("only applies with --executor ray", field="--address")
+        from eligen_bench.executors.local import LocalExecutor
+
+        return LocalExecutor(progress=progress, device=args.device)
+    if name == "ray":
+        from eligen_bench.executors.ray import RayExecutor
+
+        return RayExecutor(address=args.address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                           progress=progress)
+    raise InputError(f"unknown executor {name!r}; choose one of {EXECUTORS}", field="--executor")
+
+
+def record_execution(run: RunDir, command: str, executor: Executor, shard: Shard | None) -> None:
+    """Add this command's executor and workers to the manifest, and compile `provenance.json`
+    (item -> worker) from the workers' files; call it holding the run's lock."""
+    manifest = run.require_manifest()
+    workers = {**manifest.get("workers", {}), **{w["id"]: w for w in executor.workers()}}
+    manifest["workers"] = workers
+    manifest["executions"] = [*manifest.get("executions", []), {
+        "command": command, "executor": executor.name, "shard": str(shard) if shard else None,
+        "workers": sorted(w["id"] for w in executor.workers()),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }]
+    made: dict[str, dict[str, str]] = {"image": {}, "score": {}}
+    for record in run.read_provenance():
+        made.setdefault(record["kind"], {})[f"{record['generator']}/{record['item']}"] = record["worker"]
+    atomic_write_text(run.root / "provenance.json", json.dumps(made, indent=1, sort_keys=True) + "\n")
+    manifest["provenance"] = {"file": "provenance.json",
+                              "items": {kind: len(items) for kind, items in made.items()}}
+    run.write_manifest(manifest)
+
+
+def wait_for_images(run: RunDir) -> None:
+    """Wait until every image of the run exists (other shards make theirs); says so once."""
+    from eligen_bench.status import missing_images
+    from eligen_bench.suite import read_suite
+
+    said = False
+    while True:
+        manifest = run.require_manifest()
+        layout_ids = [layout.id for layout in read_suite(run.suite_path).layouts]
+        missing = sum(len(missing_images(run, label, manifest["seeds"], layout_ids))
+                      for label in manifest["config"]["generators"])
+        if not missing:
+            return
+        if not said:
+            log.info("waiting for %d image(s) the other shards make (Ctrl-C stops; nothing is lost)", missing)
+            said = True
+        time.sleep(POLL_SECONDS)
