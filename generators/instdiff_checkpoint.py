@@ -48,16 +48,15 @@ LDM_PREFIX = "model.diffusion_model."
 def read_checkpoint(path: str | Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
     """The UNet state dict of a checkpoint file: its `ema` entry when complete, else `model`
     (the reference's `load_model_ckpt` tries `ema` first, utils/checkpoint.py@722900e)."""
+    from eligen_bench.generators.tensor_pickle import load_checkpoint
+
     where = f"checkpoint {str(path)!r}"
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+        raw = load_checkpoint(path, allow_pickle=allow_pickle)  # its pickled OmegaConf config stays inert
     except FileNotFoundError:
         raise InputError("file not found", where=where) from None
     except Exception as exc:  # noqa: BLE001 - unpickling errors have many types
-        if allow_pickle:
-            raise InputError(f"cannot be read: {exc}".splitlines()[0], where=where) from None
-        raise InputError("holds pickled objects besides tensors; pass allow_pickle=true for a file you trust",
-                         where=where) from None
+        raise InputError(f"cannot be read: {exc}".splitlines()[0], where=where) from None
     if not isinstance(raw, dict):
         raise InputError("is not a dict", where=where)
     for entry in ("ema", "model"):
