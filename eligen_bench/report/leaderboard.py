@@ -6,10 +6,10 @@ entity boxes are inline SVG rectangles in normalised coordinates laid over each 
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from eligen_bench.escape import html_text, url_path
 from eligen_bench.layout import Layout
 from eligen_bench.report.data import Run
 
@@ -52,11 +52,11 @@ class Page:
 
 
 def render(page: Page) -> str:
-    banner = "".join(f'<div class="warn">WARNING: {html.escape(w)}</div>' for w in page.warnings)
-    facts = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in page.facts)
-    sections = "".join(f"<h2>{html.escape(s.title)}</h2>\n{s.body}\n" for s in page.sections)
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(page.title)}</title>"
-            f"<style>{STYLE}</style></head><body>\n{banner}\n<h1>{html.escape(page.title)}</h1>\n"
+    banner = "".join(f'<div class="warn">WARNING: {html_text(w)}</div>' for w in page.warnings)
+    facts = "".join(f"<tr><th>{html_text(k)}</th><td>{html_text(v)}</td></tr>" for k, v in page.facts)
+    sections = "".join(f"<h2>{html_text(s.title)}</h2>\n{s.body}\n" for s in page.sections)
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html_text(page.title)}</title>"
+            f"<style>{STYLE}</style></head><body>\n{banner}\n<h1>{html_text(page.title)}</h1>\n"
             f"<table>{facts}</table>\n{sections}</body></html>\n")
 
 
@@ -68,22 +68,22 @@ def box_overlay(layout: Layout) -> str:
         colour = PALETTE[i % len(PALETTE)]
         rects.append(f'<rect x="{x1:.4f}" y="{y1:.4f}" width="{x2 - x1:.4f}" height="{y2 - y1:.4f}" '
                      f'fill="none" stroke="{colour}" stroke-width="2" vector-effect="non-scaling-stroke">'
-                     f"<title>{html.escape(entity.prompt)}</title></rect>")
+                     f"<title>{html_text(entity.prompt)}</title></rect>")
     return f'<svg viewBox="0 0 1 1" preserveAspectRatio="none">{"".join(rects)}</svg>'
 
 
 def prompts_cell(layout: Layout) -> str:
     items = "".join(
         f'<li><span class="swatch" style="background:{PALETTE[i % len(PALETTE)]}"></span>'
-        f"{html.escape(e.prompt)}{f' <i>({html.escape(e.category)})</i>' if e.category else ''}</li>"
+        f"{html_text(e.prompt)}{f' <i>({html_text(e.category)})</i>' if e.category else ''}</li>"
         for i, e in enumerate(layout.entities))
-    return (f'<td class="prompts"><b>{html.escape(layout.id)}</b><br>{html.escape(layout.prompt)}'
+    return (f'<td class="prompts"><b>{html_text(layout.id)}</b><br>{html_text(layout.prompt)}'
             f"<ul>{items}</ul></td>")
 
 
 def image_grid(run: Run, *, layouts: int = 12, seed_index: int = 0) -> str:
     """The first `layouts` layouts, one row each, one column per generator, boxes overlaid."""
-    head = "<th>layout</th>" + "".join(f"<th>{html.escape(g)}</th>" for g in run.generators)
+    head = "<th>layout</th>" + "".join(f"<th>{html_text(g)}</th>" for g in run.generators)
     rows = []
     for layout in run.suite.layouts[:layouts]:
         cells = [prompts_cell(layout)]
@@ -91,9 +91,9 @@ def image_grid(run: Run, *, layouts: int = 12, seed_index: int = 0) -> str:
         for generator in run.generators:
             path = run.image_path(generator, layout.id, seed_index)
             if path.exists():
-                link = html.escape(f"../images/{generator}/{path.name}", quote=True)
+                link = html_text(url_path("..", "images", generator, path.name))
                 cells.append(f'<td><a href="{link}"><div class="frame"><img src="{link}" '
-                             f'alt="{html.escape(generator)} {html.escape(layout.id)}" loading="lazy">'
+                             f'alt="{html_text(generator)} {html_text(layout.id)}" loading="lazy">'
                              f"{overlay}</div></a></td>")
             else:
                 cells.append('<td><div class="missing">missing</div></td>')
@@ -102,14 +102,14 @@ def image_grid(run: Run, *, layouts: int = 12, seed_index: int = 0) -> str:
 
 
 def links(names: Sequence[str]) -> str:
-    return "<ul>" + "".join(f'<li><a href="{html.escape(n, quote=True)}">{html.escape(n)}</a></li>'
+    return "<ul>" + "".join(f'<li><a href="{html_text(n)}">{html_text(n)}</a></li>'
                             for n in names) + "</ul>"
 
 
 def images(names: Sequence[str]) -> str:
-    return "".join(f'<img src="{html.escape(n, quote=True)}" alt="{html.escape(n)}" style="max-width:45%">'
+    return "".join(f'<img src="{html_text(n)}" alt="{html_text(n)}" style="max-width:45%">'
                    for n in names)
 
 
 def bullet_list(lines: Sequence[str]) -> str:
-    return "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
+    return "<ul>" + "".join(f"<li>{html_text(line)}</li>" for line in lines) + "</ul>"
