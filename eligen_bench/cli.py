@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report_args(report)
     report.set_defaults(func=commands.report)
 
+    board = sub.add_parser("leaderboard", help="one static site comparing many run folders")
+    board.add_argument("runs", nargs="+", metavar="RUN_OR_GLOB", help="run folders or glob patterns")
+    board.add_argument("--out", required=True, type=Path, help="the site folder (new, empty or an earlier site)")
+    board.add_argument("--layouts-per-bucket", type=int, default=3,
+                       help="layouts per entity-count bucket in the image comparisons")
+    board.add_argument("--bootstrap-resamples", type=int, default=1000)
+    board.set_defaults(func=_leaderboard)
+
     ls = sub.add_parser("ls", help="list registered suites, generators and metrics")
     ls.set_defaults(func=commands.ls)
 
@@ -82,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_build_parser(build.add_subparsers(dest="source"))
     return parser
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    from eligen_bench.report.site import command
+
+    return command(args)
 
 
 def _add_generation_args(parser: argparse.ArgumentParser) -> None:

@@ -29,6 +29,7 @@ td,th{border:1px solid #ccc;padding:.25em .5em;text-align:center;font-size:.9em}
 .frame svg{position:absolute;left:0;top:0;width:100%;height:100%}
 .missing{width:200px;height:200px;background:#eee;color:#999;line-height:200px}
 .prompts{text-align:left;max-width:320px;font-size:.8em}
+.tag{position:absolute;font-size:9px;line-height:1.1;color:#fff;padding:0 2px;max-width:45%;overflow:hidden;white-space:nowrap;text-overflow:ellipsis}
 .swatch{display:inline-block;width:.8em;height:.8em;margin-right:.3em}
 """
 
@@ -69,7 +70,15 @@ def box_overlay(layout: Layout) -> str:
         rects.append(f'<rect x="{x1:.4f}" y="{y1:.4f}" width="{x2 - x1:.4f}" height="{y2 - y1:.4f}" '
                      f'fill="none" stroke="{colour}" stroke-width="2" vector-effect="non-scaling-stroke">'
                      f"<title>{html_text(entity.prompt)}</title></rect>")
-    return f'<svg viewBox="0 0 1 1" preserveAspectRatio="none">{"".join(rects)}</svg>'
+    return f'<svg viewBox="0 0 1 1" preserveAspectRatio="none">{"".join(rects)}</svg>' + prompt_tags(layout)
+
+
+def prompt_tags(layout: Layout) -> str:
+    """Each entity's prompt at the top left corner of its box, on the box's colour."""
+    return "".join(
+        f'<span class="tag" style="left:{100 * e.bbox[0]:.2f}%;top:{100 * e.bbox[1]:.2f}%;'
+        f'background:{PALETTE[i % len(PALETTE)]}">{html_text(e.prompt)}</span>'
+        for i, e in enumerate(layout.entities))
 
 
 def prompts_cell(layout: Layout) -> str:
