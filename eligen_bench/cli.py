@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from eligen_bench import console
 from eligen_bench.errors import InputError
 from eligen_bench.registry import PluginError
 
@@ -18,8 +19,7 @@ DEFAULT_SUITE = "mini"
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    console.configure(args.verbose)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     from eligen_bench import commands
 
     parser = argparse.ArgumentParser(prog="eligen-bench", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="show the details: the project's INFO log and the model libraries' own output "
+                        "(-vv: debug)")
     sub = parser.add_subparsers(dest="command")
 
     run = sub.add_parser("run", help="generate, score and report in one go")

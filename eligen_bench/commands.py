@@ -24,6 +24,7 @@ from eligen_bench.stages.generate import (
 )
 from eligen_bench.stages.score import collect_items, compile_scores, run_scoring, shard_plan
 from eligen_bench.suite import Suite, read_suite, resolve_suite, validate_suite_file
+from eligen_bench.truncation import record_truncation
 
 log = logging.getLogger("eligen_bench")
 
@@ -93,7 +94,10 @@ def _generate(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suit
     manifest["warnings"] = [TINY_WARNING] if args.profile == "tiny" else []
     manifest["warnings"] += [f"suite note: {note}" for note in suite.notes]
     run_dir.write_manifest(manifest)
-    summary = run_generation(run_dir, plans, batch_size=args.batch_size, progress=not args.no_progress)
+    try:
+        summary = run_generation(run_dir, plans, batch_size=args.batch_size, progress=not args.no_progress)
+    finally:  # what was encoded so far, even when the run stops
+        record_truncation(run_dir, plans)
     for label, counts in summary.items():
         log.info("%s: %d made, %d kept", label, counts["made"], counts["kept"])
 
@@ -163,10 +167,10 @@ def _report(run_dir: RunDir, args: argparse.Namespace) -> int:
         raise InputError("no scores.parquet: run `eligen-bench score` first", where=str(run_dir.root))
     for other in args.compare:
         RunDir(other).require_manifest()
+    from eligen_bench.console import print_summary
+
     report = build_report(run_dir.root, reference_csv=args.reference, others=args.compare)
-    for path in save_report(report):
-        if path.name in {"table.md", "index.html"}:
-            print(f"wrote {path}")
+    print_summary(report, save_report(report))
     if not args.fail_on_regression or report.deltas is None:
         return 0
     worse = regressions(report.deltas, report.run.metrics)

@@ -204,6 +204,17 @@ def _notes(report: Report) -> list[str]:
     notes = [f"suite note: {n}" for n in run.suite.notes]
     for generator, lines in (run.manifest.get("adapt_notes") or {}).items():
         notes += [f"{generator}: {line}" for line in lines]
+    return notes + truncation_notes(run)
+
+
+def truncation_notes(run: Run) -> list[str]:
+    """One note per generator and text encoder that cut prompts at its token limit."""
+    notes = []
+    for generator, encoders in (run.manifest.get("prompt_truncation") or {}).items():
+        for encoder, record in encoders.items():
+            if record.get("truncated"):
+                notes.append(f"{generator}: {record['truncated']} distinct prompt(s) truncated by the "
+                             f"{encoder} encoder at {record.get('max_tokens')} tokens")
     return notes
 
 

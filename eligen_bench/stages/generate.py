@@ -85,16 +85,20 @@ def pending_requests(run: RunDir, plan: GenerationPlan) -> list[GenerationReques
 def run_generation(run: RunDir, plans: list[GenerationPlan], batch_size: int = 1,
                    progress: bool = True) -> dict[str, dict[str, int]]:
     """Make the missing images; returns {label: {'made': n, 'kept': m}}."""
-    from tqdm import tqdm
+    from eligen_bench import console
 
     summary = {}
+    pending_of = {plan.label: pending_requests(run, plan) for plan in plans}
+    total = sum(len(plan.requests) for plan in plans)
+    bar = console.stage_bar("generate", total, total - sum(map(len, pending_of.values())), enabled=progress)
     for plan in plans:
-        pending = pending_requests(run, plan)
+        pending = pending_of[plan.label]
         kept = len(plan.requests) - len(pending)
         log.info("generate %s: %d to make, %d already done", plan.label, len(pending), kept)
         if pending:
+            bar.set_description(f"generate {plan.label}")
+            console.quiet_loaded_libraries()
             plan.generator.ensure_loaded()
-            bar = tqdm(total=len(pending), desc=f"generate {plan.label}", unit="img", disable=not progress)
             try:
                 for start in range(0, len(pending), max(1, batch_size)):
                     batch = pending[start : start + batch_size]
@@ -105,7 +109,8 @@ def run_generation(run: RunDir, plans: list[GenerationPlan], batch_size: int = 1
                         run.write_image(run.image_path(plan.label, request.stem), image, request.key)
                     bar.update(len(batch))
             finally:
-                bar.close()
                 plan.generator.close()
         summary[plan.label] = {"made": len(pending), "kept": kept}
+    bar.set_description("generate")
+    bar.close()
     return summary

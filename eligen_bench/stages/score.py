@@ -73,21 +73,26 @@ def shard_plan(run: RunDir, metric_key: str, items: Mapping[str, list[ScoreItem]
 def run_scoring(run: RunDir, metrics: Mapping[str, Metric], items: Mapping[str, list[ScoreItem]],
                 shard_size: int = 16, progress: bool = True) -> None:
     """Score what is not scored yet, one shard file at a time."""
-    from tqdm import tqdm
+    from eligen_bench import console
 
+    plans = {label: shard_plan(run, metric.key, items, shard_size) for label, metric in metrics.items()}
+    total = sum(len(chunk) for plan in plans.values() for _, chunk in plan)
+    kept = sum(len(chunk) for plan in plans.values() for path, chunk in plan if path.exists())
+    bar = console.stage_bar("score", total, kept, enabled=progress)
     for label, metric in metrics.items():
-        plan = shard_plan(run, metric.key, items, shard_size)
+        plan = plans[label]
         todo = [(path, chunk) for path, chunk in plan if not path.exists()]
         log.info("score %s: %d shard(s) to score, %d done", label, len(todo), len(plan) - len(todo))
-        total = sum(len(chunk) for _, chunk in todo)
+        bar.set_description(f"score {label}")
         try:
-            with tqdm(total=total, desc=f"score {label}", unit="img", disable=not progress or not todo) as bar:
-                for path, chunk in todo:
-                    rows = metric.score(chunk)
-                    _write_rows(path, [{**r.to_record(), "metric": label} for r in rows])
-                    bar.update(len(chunk))
+            for path, chunk in todo:
+                rows = metric.score(chunk)
+                _write_rows(path, [{**r.to_record(), "metric": label} for r in rows])
+                bar.update(len(chunk))
         finally:
             metric.release()  # one metric's model at a time, beside what the run's cache shares
+    bar.set_description("score")
+    bar.close()
 
 
 def _write_rows(path: Path, records: list[dict]) -> None:
