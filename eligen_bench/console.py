@@ -84,10 +84,17 @@ def stage_bar(stage: str, total: int, kept: int, *, enabled: bool = True, unit: 
     from tqdm import tqdm
 
     tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
-    return tqdm(total=total, initial=kept, desc=stage, unit=unit, disable=not enabled or total == 0,
+
+    class StageBar(tqdm):
+        def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+            # Into a log file (no terminal) a new description waits for the next timed refresh.
+            super().set_description(desc, refresh=refresh and tty)
+
+    bar = StageBar(total=total, initial=kept, desc=f"{stage}: ", unit=unit, disable=not enabled or total == 0,
                 mininterval=0.5 if tty else 30.0, dynamic_ncols=True,
-                bar_format="{desc}: {n_fmt}/{total_fmt} {unit} (" + f"{kept} kept from before"
+                bar_format="{desc}{n_fmt}/{total_fmt} {unit} (" + f"{kept} kept from before"
                            + ") |{bar:20}| {rate_fmt}, {remaining} left")
+    return bar
 
 
 def text_table(headers: list[str], rows: list[list[str]]) -> list[str]:
