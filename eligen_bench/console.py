@@ -48,23 +48,24 @@ def configure(verbose: int = 0) -> None:
     pattern = r"(" + "|".join(LIBRARIES) + r")(\.|$)"
     warnings.filterwarnings("ignore", module=pattern)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    quiet_loaded_libraries()
+    quiet_loaded_libraries(before_loading=False)
 
 
 def verbose() -> int:
     return _state["verbose"]
 
 
-def quiet_loaded_libraries() -> None:
+def quiet_loaded_libraries(*, before_loading: bool = True) -> None:
     """Switch off the progress bars and logs of model libraries already imported.
 
     diffusers does not read an environment variable for its progress bars, so a stage calls
-    this right before it loads a model (which imports the library anyway).
+    this right before it loads a model (`before_loading`: import diffusers now, as loading the
+    model would anyway).
     """
     if _state["verbose"]:
         return
     for name in ("diffusers", "transformers"):
-        if name in sys.modules or name == "diffusers" and _installed(name):
+        if name in sys.modules or before_loading and name == "diffusers" and _installed(name):
             try:
                 module = __import__(f"{name}.utils.logging", fromlist=["logging"])
             except Exception:  # a broken optional library must not stop the run
