@@ -129,9 +129,9 @@ def main() -> None:
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
-    configs = [("local", 1, lambda: LocalExecutor(progress=False)),
-               ("ray", 1, lambda: RayExecutor(workers=1, progress=False)),
-               ("ray", 2, lambda: RayExecutor(workers=2, progress=False))]
+    configs = [("local", 1, lambda: LocalExecutor()),
+               ("ray", 1, lambda: RayExecutor(workers=1)),
+               ("ray", 2, lambda: RayExecutor(workers=2))]
     results = []
     for name, workers, make in configs:
         with tempfile.TemporaryDirectory() as folder:

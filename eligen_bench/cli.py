@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from eligen_bench import console
 from eligen_bench.arguments import (
     MAX_BATCH,
     MAX_LIMIT,
@@ -31,8 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # bad options (exit 2) or --help (exit 0)
         return exc.code if isinstance(exc.code, int) else 2
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    console.configure(args.verbose)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     from eligen_bench import commands
 
     parser = OneLineParser(prog="eligen-bench", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="show the details: the project's INFO log and the model libraries' own output "
+                        "(-vv: debug)")
     sub = parser.add_subparsers(dest="command", parser_class=OneLineParser)
 
     run = sub.add_parser("run", help="generate, score and report in one go")
@@ -90,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report_args(report)
     report.set_defaults(func=commands.report)
 
+    board = sub.add_parser("leaderboard", help="one static site comparing many run folders")
+    board.add_argument("runs", nargs="+", metavar="RUN_OR_GLOB", help="run folders or glob patterns")
+    board.add_argument("--out", required=True, type=Path, help="the site folder (new, empty or an earlier site)")
+    board.add_argument("--layouts-per-bucket", type=int, default=3,
+                       help="layouts per entity-count bucket in the image comparisons")
+    board.add_argument("--bootstrap-resamples", type=int, default=1000)
+    board.set_defaults(func=_leaderboard)
+
     ls = sub.add_parser("ls", help="list registered suites, generators and metrics")
     ls.set_defaults(func=commands.ls)
 
@@ -108,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_build_parser(build.add_subparsers(dest="source", parser_class=OneLineParser))
     return parser
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    from eligen_bench.report.site import command
+
+    return command(args)
 
 
 def _add_generation_args(parser: argparse.ArgumentParser) -> None:

@@ -28,6 +28,7 @@ from eligen_bench.stages.generate import (
 from eligen_bench.stages.score import collect_items, compile_run_scores, run_scoring
 from eligen_bench.status import SHOWN, run_status
 from eligen_bench.suite import Suite, read_suite, resolve_suite, validate_suite_file
+from eligen_bench.truncation import record_truncation
 
 log = logging.getLogger("eligen_bench")
 
@@ -107,11 +108,15 @@ def _generate(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suit
     make a run's images at once), then where they were made, under the lock again."""
     with run_dir.locked():
         _open_generation(args, plans, suite, run_dir)
-    summary = run_generation(run_dir, plans, batch_size=args.batch_size, progress=not args.no_progress,
-                             executor=executor, shard=shard)
+    try:
+        summary = run_generation(run_dir, plans, batch_size=args.batch_size, progress=not args.no_progress,
+                                 executor=executor, shard=shard)
+    finally:  # what the generators found so far (truncated prompts, load notes), even when the run stops
+        with run_dir.locked():
+            record_truncation(run_dir, plans)
+            _record_load_notes(run_dir, plans)
     with run_dir.locked():
         record_execution(run_dir, "generate", executor, shard)
-        _record_load_notes(run_dir, plans)
     for label, counts in summary.items():
         log.info("%s: %d made, %d kept", label, counts["made"], counts["kept"])
 
@@ -241,10 +246,10 @@ def _report(run_dir: RunDir, args: argparse.Namespace) -> int:
         raise InputError("needs a run to compare with (--compare RUN)", field="--fail-on-regression")
     for other in args.compare:
         RunDir(other).require_manifest()
+    from eligen_bench.console import print_summary
+
     report = build_report(run_dir.root, reference_csv=args.reference, others=args.compare)
-    for path in save_report(report):
-        if path.name in {"table.md", "index.html"}:
-            print(f"wrote {path}")
+    print_summary(report, save_report(report))
     if not args.fail_on_regression:
         return 0
     assert report.deltas is not None

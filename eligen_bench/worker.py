@@ -81,6 +81,7 @@ class WorkerGenerator(Generator):
         self.device = device
         self.timeout = timeout
         self.settings = dict(options)
+        self.load_notes: list[str] = []  # what the worker's own loading finds stays in its process
         self._next_id = 0
         self._loaded = False
         self._channel: Channel | None = None

@@ -224,6 +224,10 @@ class FluxFamily(Generator):
         """(T5 embeddings (n, max_sequence_length, D), CLIP pooled (n, P)) of each prompt."""
         import torch
 
+        from eligen_bench.truncation import check_prompts
+
+        check_prompts(self, "clip", self._pipe.tokenizer, prompts, self._pipe.tokenizer_max_length)
+        check_prompts(self, "t5", self._pipe.tokenizer_2, prompts, self.settings["max_sequence_length"])
         with torch.no_grad():
             embeds, pooled, _ = self._pipe.encode_prompt(
                 prompt=prompts,

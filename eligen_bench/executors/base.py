@@ -18,12 +18,12 @@ class Executor(Protocol):
     name: str
 
     def generate(self, run: RunDir, label: str, generator: Generator,
-                 batches: Sequence[Sequence[GenerationRequest]]) -> None:
-        """Make every batch's missing images with (copies of) `generator`."""
+                 batches: Sequence[Sequence[GenerationRequest]], bar: Any) -> None:
+        """Make every batch's missing images with (copies of) `generator`; `bar.update(n)` as they are done."""
 
     def score(self, run: RunDir, label: str, metric: Metric,
-              shards: Sequence[tuple[Path, Sequence[ScoreItem]]]) -> None:
-        """Score every shard not on disk yet with (copies of) `metric`."""
+              shards: Sequence[tuple[Path, Sequence[ScoreItem]]], bar: Any) -> None:
+        """Score every shard not on disk yet with (copies of) `metric`; `bar.update(n)` per shard's images."""
 
     def workers(self) -> list[dict[str, Any]]:
         """The workers that made items so far: id, host, process, device."""

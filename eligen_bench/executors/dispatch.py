@@ -23,18 +23,16 @@ def make_executor(args: argparse.Namespace) -> Executor:
     """The executor the command asks for; Ray is imported (and connected) only for `ray`,
     before anything is written, so a bad address or a missing Ray loses nothing."""
     name = getattr(args, "executor", "local")
-    progress = not args.no_progress
     if name == "local":
         if getattr(args, "address", None):
             raise InputError("only applies with --executor ray", field="--address")
         from eligen_bench.executors.local import LocalExecutor
 
-        return LocalExecutor(progress=progress, device=args.device)
+        return LocalExecutor(device=args.device)
     if name == "ray":
         from eligen_bench.executors.ray import RayExecutor
 
-        return RayExecutor(address=args.address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
-                           progress=progress)
+        return RayExecutor(address=args.address, workers=args.workers, gpus_per_worker=args.gpus_per_worker)
     raise InputError(f"unknown executor {name!r}; choose one of {EXECUTORS}", field="--executor")
 
 

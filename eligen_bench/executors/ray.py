@@ -105,8 +105,7 @@ class ItemWorker:
 class RayExecutor:
     name = "ray"
 
-    def __init__(self, address: str | None = None, workers: int = 1, gpus_per_worker: float = 0,
-                 progress: bool = True) -> None:
+    def __init__(self, address: str | None = None, workers: int = 1, gpus_per_worker: float = 0) -> None:
         if workers < 1:
             raise InputError(f"must be at least 1, got {workers}", field="--workers")
         if gpus_per_worker < 0:
@@ -114,7 +113,6 @@ class RayExecutor:
         self.ray = _import_ray()
         self.workers_wanted = workers
         self.gpus = gpus_per_worker
-        self.progress = progress
         self._connect(address)
         self._check_resources()
         self._seen: dict[str, dict[str, Any]] = {}
@@ -142,15 +140,15 @@ class RayExecutor:
 
     # stages --------------------------------------------------------------------------
     def generate(self, run: RunDir, label: str, generator: Generator,
-                 batches: Sequence[Sequence[GenerationRequest]]) -> None:
+                 batches: Sequence[Sequence[GenerationRequest]], bar: Any) -> None:
         self._dispatch(run, generator, f"generate-{label}", list(batches),
-                       lambda actor, batch: actor.generate.remote(label, list(batch)), len)
+                       lambda actor, batch: actor.generate.remote(label, list(batch)), len, bar)
 
     def score(self, run: RunDir, label: str, metric: Metric,
-              shards: Sequence[tuple[Path, Sequence[ScoreItem]]]) -> None:
+              shards: Sequence[tuple[Path, Sequence[ScoreItem]]], bar: Any) -> None:
         self._dispatch(run, metric, f"score-{label}", list(shards),
                        lambda actor, shard: actor.score.remote(label, shard[0], list(shard[1])),
-                       lambda shard: len(shard[1]))
+                       lambda shard: len(shard[1]), bar)
 
     def workers(self) -> list[dict[str, Any]]:
         return list(self._seen.values())
@@ -167,16 +165,12 @@ class RayExecutor:
         return actor
 
     def _dispatch(self, run: RunDir, plugin: Generator | Metric, stage: str, tasks: list[Any],
-                  submit: Callable[[Any, Any], Any], size: Callable[[Any], int]) -> None:
-        from tqdm import tqdm
-
+                  submit: Callable[[Any, Any], Any], size: Callable[[Any], int], bar: Any) -> None:
         queue = deque(tasks)
         actors = [self._start(run, plugin, stage) for _ in range(min(self.workers_wanted, len(tasks)))]
         load = {id(actor): 0 for actor in actors}
         inflight: dict[Any, tuple[Any, Any]] = {}
         restarts = 0
-        bar = tqdm(total=sum(size(t) for t in tasks), desc=stage.replace("-", " ", 1), unit="img",
-                   disable=not self.progress)
         try:
             while queue or inflight:
                 for actor in actors:
@@ -204,6 +198,5 @@ class RayExecutor:
                     bar.update(size(task))
                     self._seen[worker["id"]] = worker
         finally:
-            bar.close()
             for actor in actors:
                 self.ray.kill(actor)

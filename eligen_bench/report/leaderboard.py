@@ -6,10 +6,10 @@ entity boxes are inline SVG rectangles in normalised coordinates laid over each 
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from eligen_bench.escape import html_text, url_path
 from eligen_bench.layout import Layout
 from eligen_bench.report.data import Run
 
@@ -29,6 +29,7 @@ td,th{border:1px solid #ccc;padding:.25em .5em;text-align:center;font-size:.9em}
 .frame svg{position:absolute;left:0;top:0;width:100%;height:100%}
 .missing{width:200px;height:200px;background:#eee;color:#999;line-height:200px}
 .prompts{text-align:left;max-width:320px;font-size:.8em}
+.tag{position:absolute;font-size:9px;line-height:1.1;color:#fff;padding:0 2px;max-width:45%;overflow:hidden;white-space:nowrap;text-overflow:ellipsis}
 .swatch{display:inline-block;width:.8em;height:.8em;margin-right:.3em}
 """
 
@@ -52,11 +53,11 @@ class Page:
 
 
 def render(page: Page) -> str:
-    banner = "".join(f'<div class="warn">WARNING: {html.escape(w)}</div>' for w in page.warnings)
-    facts = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in page.facts)
-    sections = "".join(f"<h2>{html.escape(s.title)}</h2>\n{s.body}\n" for s in page.sections)
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(page.title)}</title>"
-            f"<style>{STYLE}</style></head><body>\n{banner}\n<h1>{html.escape(page.title)}</h1>\n"
+    banner = "".join(f'<div class="warn">WARNING: {html_text(w)}</div>' for w in page.warnings)
+    facts = "".join(f"<tr><th>{html_text(k)}</th><td>{html_text(v)}</td></tr>" for k, v in page.facts)
+    sections = "".join(f"<h2>{html_text(s.title)}</h2>\n{s.body}\n" for s in page.sections)
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html_text(page.title)}</title>"
+            f"<style>{STYLE}</style></head><body>\n{banner}\n<h1>{html_text(page.title)}</h1>\n"
             f"<table>{facts}</table>\n{sections}</body></html>\n")
 
 
@@ -68,22 +69,30 @@ def box_overlay(layout: Layout) -> str:
         colour = PALETTE[i % len(PALETTE)]
         rects.append(f'<rect x="{x1:.4f}" y="{y1:.4f}" width="{x2 - x1:.4f}" height="{y2 - y1:.4f}" '
                      f'fill="none" stroke="{colour}" stroke-width="2" vector-effect="non-scaling-stroke">'
-                     f"<title>{html.escape(entity.prompt)}</title></rect>")
-    return f'<svg viewBox="0 0 1 1" preserveAspectRatio="none">{"".join(rects)}</svg>'
+                     f"<title>{html_text(entity.prompt)}</title></rect>")
+    return f'<svg viewBox="0 0 1 1" preserveAspectRatio="none">{"".join(rects)}</svg>' + prompt_tags(layout)
+
+
+def prompt_tags(layout: Layout) -> str:
+    """Each entity's prompt at the top left corner of its box, on the box's colour."""
+    return "".join(
+        f'<span class="tag" style="left:{100 * e.bbox[0]:.2f}%;top:{100 * e.bbox[1]:.2f}%;'
+        f'background:{PALETTE[i % len(PALETTE)]}">{html_text(e.prompt)}</span>'
+        for i, e in enumerate(layout.entities))
 
 
 def prompts_cell(layout: Layout) -> str:
     items = "".join(
         f'<li><span class="swatch" style="background:{PALETTE[i % len(PALETTE)]}"></span>'
-        f"{html.escape(e.prompt)}{f' <i>({html.escape(e.category)})</i>' if e.category else ''}</li>"
+        f"{html_text(e.prompt)}{f' <i>({html_text(e.category)})</i>' if e.category else ''}</li>"
         for i, e in enumerate(layout.entities))
-    return (f'<td class="prompts"><b>{html.escape(layout.id)}</b><br>{html.escape(layout.prompt)}'
+    return (f'<td class="prompts"><b>{html_text(layout.id)}</b><br>{html_text(layout.prompt)}'
             f"<ul>{items}</ul></td>")
 
 
 def image_grid(run: Run, *, layouts: int = 12, seed_index: int = 0) -> str:
     """The first `layouts` layouts, one row each, one column per generator, boxes overlaid."""
-    head = "<th>layout</th>" + "".join(f"<th>{html.escape(g)}</th>" for g in run.generators)
+    head = "<th>layout</th>" + "".join(f"<th>{html_text(g)}</th>" for g in run.generators)
     rows = []
     for layout in run.suite.layouts[:layouts]:
         cells = [prompts_cell(layout)]
@@ -91,9 +100,9 @@ def image_grid(run: Run, *, layouts: int = 12, seed_index: int = 0) -> str:
         for generator in run.generators:
             path = run.image_path(generator, layout.id, seed_index)
             if path.exists():
-                link = html.escape(f"../images/{generator}/{path.name}", quote=True)
+                link = html_text(url_path("..", "images", generator, path.name))
                 cells.append(f'<td><a href="{link}"><div class="frame"><img src="{link}" '
-                             f'alt="{html.escape(generator)} {html.escape(layout.id)}" loading="lazy">'
+                             f'alt="{html_text(generator)} {html_text(layout.id)}" loading="lazy">'
                              f"{overlay}</div></a></td>")
             else:
                 cells.append('<td><div class="missing">missing</div></td>')
@@ -102,14 +111,14 @@ def image_grid(run: Run, *, layouts: int = 12, seed_index: int = 0) -> str:
 
 
 def links(names: Sequence[str]) -> str:
-    return "<ul>" + "".join(f'<li><a href="{html.escape(n, quote=True)}">{html.escape(n)}</a></li>'
+    return "<ul>" + "".join(f'<li><a href="{html_text(n)}">{html_text(n)}</a></li>'
                             for n in names) + "</ul>"
 
 
 def images(names: Sequence[str]) -> str:
-    return "".join(f'<img src="{html.escape(n, quote=True)}" alt="{html.escape(n)}" style="max-width:45%">'
+    return "".join(f'<img src="{html_text(n)}" alt="{html_text(n)}" style="max-width:45%">'
                    for n in names)
 
 
 def bullet_list(lines: Sequence[str]) -> str:
-    return "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
+    return "<ul>" + "".join(f"<li>{html_text(line)}</li>" for line in lines) + "</ul>"

@@ -6,11 +6,12 @@ so the three files always agree on which value is bold and which underlined.
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from eligen_bench import escape
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -18,8 +19,6 @@ if TYPE_CHECKING:
     from eligen_bench.report.data import MetricInfo
 
 BEST, SECOND = "best", "second"
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
 
 
 @dataclass(frozen=True)
@@ -142,32 +141,33 @@ def frame_table(frame: pd.DataFrame, *, decimals: int = 2) -> Table:
 
 def to_markdown(table: Table) -> str:
     def cell(c: Cell) -> str:
-        text = {BEST: f"**{c.text}**", SECOND: f"<u>{c.text}</u>"}.get(c.mark or "", c.text)
-        text = f"{text} {c.extra}" if c.extra else text
-        return text.replace("|", "\\|")
+        text = escape.markdown_text(c.text)
+        text = {BEST: f"**{text}**", SECOND: f"<u>{text}</u>"}.get(c.mark or "", text)
+        return f"{text} {escape.markdown_text(c.extra)}" if c.extra else text
 
-    lines = ["| " + " | ".join(h.replace("|", "\\|") for h in [table.corner, *table.headers]) + " |",
+    md = escape.markdown_text
+    lines = ["| " + " | ".join(md(h) for h in [table.corner, *table.headers]) + " |",
              "|" + "|".join(["---"] + [":---:"] * len(table.headers)) + "|"]
-    lines += ["| " + " | ".join([name.replace("|", "\\|"), *(cell(c) for c in cells)]) + " |"
+    lines += ["| " + " | ".join([md(name), *(cell(c) for c in cells)]) + " |"
               for name, cells in table.rows]
     if table.notes:
-        lines += ["", *table.notes]
+        lines += ["", *(md(n) for n in table.notes)]
     return "\n".join(lines) + "\n"
 
 
 def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text).replace("↑", r"$\uparrow$").replace(
-        "↓", r"$\downarrow$")
+    return escape.latex_text(text)
 
 
 def to_latex(table: Table, *, caption: str = "", label: str = "tab:eligen-bench",
              comments: Sequence[str] = ()) -> str:
     """A booktabs table; `comments` become % lines at the top (the warnings)."""
     def cell(c: Cell) -> str:
-        text = {BEST: rf"\textbf{{{c.text}}}", SECOND: rf"\underline{{{c.text}}}"}.get(c.mark or "", c.text)
-        return rf"{text}\,{{\scriptsize {c.extra}}}" if c.extra else text
+        text = latex_escape(c.text)
+        text = {BEST: rf"\textbf{{{text}}}", SECOND: rf"\underline{{{text}}}"}.get(c.mark or "", text)
+        return rf"{text}\,{{\scriptsize {latex_escape(c.extra)}}}" if c.extra else text
 
-    lines = [f"% {latex_escape(line)}" for line in comments]
+    lines = [escape.latex_comment(line) for line in comments]
     lines += [r"% requires \usepackage{booktabs}", r"\begin{table}[t]", r"\centering",
               r"\begin{tabular}{l" + "c" * len(table.headers) + "}", r"\toprule",
               " & ".join(latex_escape(h) for h in [table.corner, *table.headers]) + r" \\", r"\midrule"]
@@ -181,15 +181,15 @@ def to_latex(table: Table, *, caption: str = "", label: str = "tab:eligen-bench"
 
 def to_html(table: Table) -> str:
     def cell(c: Cell) -> str:
-        text = html.escape(c.text)
+        text = escape.html_text(c.text)
         text = {BEST: f"<b>{text}</b>", SECOND: f"<u>{text}</u>"}.get(c.mark or "", text)
-        extra = f' <span class="ci">{html.escape(c.extra)}</span>' if c.extra else ""
+        extra = f' <span class="ci">{escape.html_text(c.extra)}</span>' if c.extra else ""
         return f"<td>{text}{extra}</td>"
 
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in [table.corner, *table.headers])
-    body = "".join(f"<tr><th>{html.escape(name)}</th>{''.join(cell(c) for c in cells)}</tr>"
+    head = "".join(f"<th>{escape.html_text(h)}</th>" for h in [table.corner, *table.headers])
+    body = "".join(f"<tr><th>{escape.html_text(name)}</th>{''.join(cell(c) for c in cells)}</tr>"
                    for name, cells in table.rows)
-    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in table.notes)
+    notes = "".join(f'<p class="note">{escape.html_text(n)}</p>' for n in table.notes)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}"
 
 

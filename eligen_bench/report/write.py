@@ -7,13 +7,13 @@ incomplete runs, runs that are not comparable) head every human-readable output.
 
 from __future__ import annotations
 
-import html
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from eligen_bench import escape
 from eligen_bench.atomic import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 from eligen_bench.errors import InputError
 from eligen_bench.report import compare, leaderboard, plots, reference, stats, tables
@@ -158,18 +158,18 @@ def render_files(report: Report) -> dict[str, str | bytes]:
     files["table.md"] = table_markdown(report)
     files["table.tex"] = table_latex(report)
     files["summary.csv"] = summary_csv(report)
-    files["breakdown_entities.csv"] = report.by_entities.to_csv(index=False)
+    files["breakdown_entities.csv"] = _csv(report.by_entities)
     files["breakdown_entities.md"] = breakdown_markdown(report)
-    files["breakdown_category.csv"] = report.by_category.to_csv(index=False)
+    files["breakdown_category.csv"] = _csv(report.by_category)
     if report.win_rate_labels:
-        files["win_rates.csv"] = report.wins.to_csv(index=False)
+        files["win_rates.csv"] = _csv(report.wins)
         files["win_rates.md"] = win_rates_markdown(report)
     if report.reference is not None:
-        files["reference.csv"] = report.reference.to_csv(index=False)
+        files["reference.csv"] = _csv(report.reference)
         files["reference.md"] = _banner(report) + "# Ours vs published (EliGen paper, Table 1)\n\n" + \
             tables.to_markdown(_reference_table(report))
     if report.deltas is not None:
-        files["deltas.csv"] = report.deltas.to_csv(index=False)
+        files["deltas.csv"] = _csv(report.deltas)
         files["deltas.md"] = _banner(report) + "# This run minus other runs\n\n" + \
             tables.to_markdown(_delta_table(report))
     if report.options.plots:
@@ -182,7 +182,7 @@ def _banner(report: Report) -> str:
     """Warnings as a Markdown block quote, one paragraph each, then a blank line."""
     if not report.warnings:
         return ""
-    return "\n>\n".join(f"> **WARNING:** {w}" for w in report.warnings) + "\n\n"
+    return "\n>\n".join(f"> **WARNING:** {escape.markdown_text(w)}" for w in report.warnings) + "\n\n"
 
 
 def _main(report: Report) -> tables.Table:
@@ -203,6 +203,17 @@ def _notes(report: Report) -> list[str]:
     notes = [f"suite note: {n}" for n in run.suite.notes]
     for generator, lines in (run.manifest.get("adapt_notes") or {}).items():
         notes += [f"{generator}: {line}" for line in lines]
+    return notes + truncation_notes(run)
+
+
+def truncation_notes(run: Run) -> list[str]:
+    """One note per generator and text encoder that cut prompts at its token limit."""
+    notes = []
+    for generator, encoders in (run.manifest.get("prompt_truncation") or {}).items():
+        for encoder, record in encoders.items():
+            if record.get("truncated"):
+                notes.append(f"{generator}: {record['truncated']} distinct prompt(s) truncated by the "
+                             f"{encoder} encoder at {record.get('max_tokens')} tokens")
     return notes
 
 
@@ -219,13 +230,14 @@ def _run_facts(report: Report) -> list[tuple[str, str]]:
 
 
 def table_markdown(report: Report) -> str:
-    lines = [_banner(report) + f"# Results: {report.run.name}\n"]
-    lines += [", ".join(f"{k}: {v}" for k, v in _run_facts(report)) + "\n"]
+    md = escape.markdown_text
+    lines = [_banner(report) + f"# Results: {md(report.run.name)}\n"]
+    lines += [", ".join(f"{k}: {md(v)}" for k, v in _run_facts(report)) + "\n"]
     lines += [tables.to_markdown(_main(report)), _ci_note(report) + "\n", "## Counts\n",
               tables.to_markdown(tables.counts_table(report.summary, report.run.metrics, report.run.generators))]
     notes = _notes(report)
     if notes:
-        lines += ["## Notes\n", "".join(f"- {n}\n" for n in notes)]
+        lines += ["## Notes\n", "".join(f"- {md(n)}\n" for n in notes)]
     return "\n".join(lines)
 
 
@@ -245,7 +257,12 @@ def summary_csv(report: Report) -> str:
     summary["higher_is_better"] = summary["metric"].map(lambda m: metrics[m].higher_is_better)
     summary["metric_key"] = summary["metric"].map(lambda m: metrics[m].key)
     summary["profile"] = report.run.profile
-    return summary.to_csv(index=False)
+    return _csv(summary)
+
+
+def _csv(frame: pd.DataFrame) -> str:
+    """CSV text whose text cells cannot run as spreadsheet formulas (numbers stay numbers)."""
+    return escape.csv_frame(frame).to_csv(index=False)
 
 
 def breakdown_markdown(report: Report) -> str:
@@ -261,7 +278,7 @@ def breakdown_markdown(report: Report) -> str:
         body = [(g, [tables.Cell(f"{tables.fmt(cells[(g, c)].mean, report.options.decimals)} "
                                  f"({cells[(g, c)].n})") if (g, c) in cells else tables.Cell("–")
                      for c in counts]) for g in report.run.generators]
-        lines += [f"## {label}\n", tables.to_markdown(tables.Table("Model", [_entities(c) for c in counts],
+        lines += [f"## {escape.markdown_text(label)}\n", tables.to_markdown(tables.Table("Model", [_entities(c) for c in counts],
                                                                      body, ["Cells: mean (n valid values)."]))]
     return "\n".join(lines)
 
@@ -277,7 +294,7 @@ def _win_table(report: Report, label: str) -> tables.Table:
 def win_rates_markdown(report: Report) -> str:
     lines = [_banner(report) + "# Pairwise win rates\n"]
     for label in report.win_rate_labels:
-        lines += [f"## {label}\n", tables.to_markdown(_win_table(report, label))]
+        lines += [f"## {escape.markdown_text(label)}\n", tables.to_markdown(_win_table(report, label))]
     return "\n".join(lines)
 
 
@@ -316,7 +333,7 @@ def index_html(report: Report, names: Sequence[str]) -> str:
     page = leaderboard.Page(f"eligen-bench leaderboard: {report.run.name}", report.warnings, _run_facts(report))
     add = page.sections.append
     add(leaderboard.Section("Main table", tables.to_html(_main(report)) +
-                            f'<p class="note">{html.escape(_ci_note(report))}</p>'))
+                            f'<p class="note">{escape.html_text(_ci_note(report))}</p>'))
     add(leaderboard.Section("Counts", tables.to_html(
         tables.counts_table(report.summary, report.run.metrics, report.run.generators))))
     if report.reference is not None and len(report.reference):

@@ -119,17 +119,27 @@ def batches(requests: Sequence[GenerationRequest], batch_size: int) -> list[list
 def run_generation(run: RunDir, plans: list[GenerationPlan], batch_size: int = 1, progress: bool = True,
                    executor: Executor | None = None,
                    shard: Shard | None = None) -> dict[str, dict[str, int]]:
-    """Make the missing images (of this shard); returns {label: {'made': n, 'kept': m}}."""
+    """Make the missing images (of this shard), under one progress bar; returns {label: {'made': n, 'kept': m}}."""
+    from eligen_bench import console
     from eligen_bench.executors.local import LocalExecutor
 
-    executor = executor or LocalExecutor(progress=progress)
+    executor = executor or LocalExecutor()
+    mine = {plan.label: [r for r in plan.requests if shard is None or shard.owns(item_name(plan.label, r))]
+            for plan in plans}
+    pending = {label: [r for r in requests if not is_made(run, label, r)] for label, requests in mine.items()}
+    total = sum(map(len, mine.values()))
+    bar = console.stage_bar("generate", total, total - sum(map(len, pending.values())), enabled=progress)
     summary = {}
-    for plan in plans:
-        mine = [r for r in plan.requests if shard is None or shard.owns(item_name(plan.label, r))]
-        pending = [r for r in mine if not is_made(run, plan.label, r)]
-        kept = len(mine) - len(pending)
-        log.info("generate %s: %d to make, %d already done", plan.label, len(pending), kept)
-        if pending:
-            executor.generate(run, plan.label, plan.generator, batches(pending, batch_size))
-        summary[plan.label] = {"made": len(pending), "kept": kept}
+    try:
+        for plan in plans:
+            todo, kept = pending[plan.label], len(mine[plan.label]) - len(pending[plan.label])
+            log.info("generate %s: %d to make, %d already done", plan.label, len(todo), kept)
+            if todo:
+                bar.set_description(f"generate {plan.label}")
+                console.quiet_loaded_libraries()
+                executor.generate(run, plan.label, plan.generator, batches(todo, batch_size), bar)
+            summary[plan.label] = {"made": len(todo), "kept": kept}
+    finally:
+        bar.set_description("generate")
+        bar.close()
     return summary

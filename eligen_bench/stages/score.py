@@ -133,17 +133,26 @@ def score_shard(run: RunDir, label: str, metric: Metric, path: Path, chunk: Sequ
 def run_scoring(run: RunDir, metrics: Mapping[str, Metric], items: Mapping[str, list[ScoreItem]],
                 shard_size: int = 16, progress: bool = True, executor: Executor | None = None,
                 shard: Shard | None = None) -> None:
-    """Score what is not scored yet (of this shard), one shard file per work item."""
+    """Score what is not scored yet (of this shard), one shard file per work item, under one progress bar."""
+    from eligen_bench import console
     from eligen_bench.executors.local import LocalExecutor
 
-    executor = executor or LocalExecutor(progress=progress)
-    for label, metric in metrics.items():
-        plan = shard_plan(run, metric.key, items, shard_size)
-        mine = [(path, chunk) for path, chunk in plan if shard is None or shard.owns(path.stem)]
-        todo = [(path, chunk) for path, chunk in mine if not path.exists()]
-        log.info("score %s: %d shard(s) to score, %d done", label, len(todo), len(mine) - len(todo))
-        if todo:
-            executor.score(run, label, metric, todo)
+    executor = executor or LocalExecutor()
+    mine = {label: [(path, chunk) for path, chunk in shard_plan(run, metric.key, items, shard_size)
+                    if shard is None or shard.owns(path.stem)] for label, metric in metrics.items()}
+    total = sum(len(chunk) for plan in mine.values() for _, chunk in plan)
+    kept = sum(len(chunk) for plan in mine.values() for path, chunk in plan if path.exists())
+    bar = console.stage_bar("score", total, kept, enabled=progress)
+    try:
+        for label, metric in metrics.items():
+            todo = [(path, chunk) for path, chunk in mine[label] if not path.exists()]
+            log.info("score %s: %d shard(s) to score, %d done", label, len(todo), len(mine[label]) - len(todo))
+            if todo:
+                bar.set_description(f"score {label}")
+                executor.score(run, label, metric, todo, bar)
+    finally:
+        bar.set_description("score")
+        bar.close()
 
 
 def _write_rows(path: Path, records: list[dict]) -> None:

@@ -1,0 +1,125 @@
+"""What a command shows on the terminal: quiet by default, details with `-v`.
+
+By default a run prints one progress bar per stage and a short summary; the INFO logs,
+progress bars and Python warnings of the model libraries (transformers, diffusers,
+ultralytics, open_clip, huggingface_hub) are silenced, and the project's own warnings still
+show. `-v` restores every library's own output and the project's INFO log; `-vv` adds DEBUG.
+Nothing here imports a model library: they read the environment variables set here when
+they are imported later, and `quiet_loaded_libraries` handles the ones already imported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from typing import Any
+
+LIBRARIES = ("transformers", "diffusers", "ultralytics", "open_clip", "huggingface_hub", "timm",
+             "accelerate", "torch", "torchvision", "PIL", "matplotlib", "urllib3", "filelock")
+QUIET_ENVIRONMENT = {
+    "TRANSFORMERS_VERBOSITY": "error",
+    "DIFFUSERS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "YOLO_VERBOSE": "False",
+}
+_state = {"verbose": 0}
+
+
+def configure(verbose: int = 0) -> None:
+    """Set up logging for a command; called once per command before any model library loads."""
+    _state["verbose"] = verbose
+    level = logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    project = logging.getLogger("eligen_bench")
+    project.setLevel(level)
+    if verbose:
+        root.setLevel(level)
+        return
+    # Libraries that log to the root logger (open_clip) or their own: only errors reach the terminal.
+    root.setLevel(logging.ERROR)
+    for name in LIBRARIES:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for key, value in QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+    pattern = r"(" + "|".join(LIBRARIES) + r")(\.|$)"
+    warnings.filterwarnings("ignore", module=pattern)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    quiet_loaded_libraries(before_loading=False)
+
+
+def verbose() -> int:
+    return _state["verbose"]
+
+
+def quiet_loaded_libraries(*, before_loading: bool = True) -> None:
+    """Switch off the progress bars and logs of model libraries already imported.
+
+    diffusers does not read an environment variable for its progress bars, so a stage calls
+    this right before it loads a model (`before_loading`: import diffusers now, as loading the
+    model would anyway).
+    """
+    if _state["verbose"]:
+        return
+    for name in ("diffusers", "transformers"):
+        if name in sys.modules or before_loading and name == "diffusers" and _installed(name):
+            try:
+                module = __import__(f"{name}.utils.logging", fromlist=["logging"])
+            except Exception:  # a broken optional library must not stop the run
+                continue
+            module.set_verbosity_error()
+            module.disable_progress_bar()
+
+
+def _installed(name: str) -> bool:
+    from importlib.util import find_spec
+
+    return find_spec(name) is not None
+
+
+def stage_bar(stage: str, total: int, kept: int, *, enabled: bool = True, unit: str = "img") -> Any:
+    """One progress bar for a whole stage: items done of all, kept from before, rate, time left."""
+    from tqdm import tqdm
+
+    tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+    class StageBar(tqdm):
+        def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+            # Into a log file (no terminal) a new description waits for the next timed refresh.
+            super().set_description(desc, refresh=refresh and tty)
+
+    bar = StageBar(total=total, initial=kept, desc=f"{stage}: ", unit=unit, disable=not enabled or total == 0,
+                mininterval=0.5 if tty else 30.0, dynamic_ncols=True,
+                bar_format="{desc}{n_fmt}/{total_fmt} {unit} (" + f"{kept} kept from before"
+                           + ") |{bar:20}| {rate_fmt}, {remaining} left")
+    return bar
+
+
+def text_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """A plain-text table: columns padded to their widest cell."""
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+    return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
+def print_summary(report: Any, written: list[Any]) -> None:
+    """The end of a run: where the report is, then the main table in plain text."""
+    from eligen_bench.report.tables import main_table
+    from eligen_bench.report.write import truncation_notes
+
+    by_name = {path.name: path for path in written}
+    for name in ("index.html", "table.md"):
+        if name in by_name:
+            print(f"wrote {by_name[name]}")
+    table = main_table(report.summary, report.run.metrics, report.run.generators,
+                       decimals=report.options.decimals, show_ci=False)
+    rows = [[name, *(c.text for c in cells)] for name, cells in table.rows]
+    for line in text_table([table.corner, *table.headers], rows):
+        print(line)
+    for note in truncation_notes(report.run):
+        print(f"note: {note}")
