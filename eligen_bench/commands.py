@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -238,7 +239,7 @@ def _report(run_dir: RunDir, args: argparse.Namespace) -> int:
     """Write the report; 1 when --fail-on-regression finds a regression against --compare runs,
     2 when it has nothing comparable to check (the gate fails closed)."""
     from eligen_bench.report import build_report, save_report
-    from eligen_bench.report.compare import regressions, unchecked_runs
+    from eligen_bench.report.compare import regressions, unchecked_runs, ungated
 
     if not run_dir.scores_path.exists():
         raise InputError("no scores.parquet: run `eligen-bench score` first", where=str(run_dir.root))
@@ -256,10 +257,15 @@ def _report(run_dir: RunDir, args: argparse.Namespace) -> int:
     unchecked = unchecked_runs(report.deltas, [Path(other).name for other in args.compare], report.warnings)
     if unchecked:
         raise InputError(f"nothing comparable to check: {unchecked[0]}", field="--fail-on-regression")
+    for row in ungated(report.deltas).itertuples(index=False):
+        print(f"not gated: {row.generator} {row.metric} {row.this:.4g} vs {row.other_mean:.4g} in {row.other} "
+              "(a run-level statistic without an interval)")
     worse = regressions(report.deltas, report.run.metrics)
     for row in worse.itertuples(index=False):
+        low, high = (row.delta_ci_low, row.delta_ci_high) if math.isfinite(row.delta_ci_low) else (row.ci_low, row.ci_high)
+        what = "difference" if math.isfinite(row.delta_ci_low) else "this run's"
         print(f"regression: {row.generator} {row.metric} {row.this:.4g} vs {row.other_mean:.4g} in {row.other} "
-              f"(interval [{row.ci_low:.4g}, {row.ci_high:.4g}])")
+              f"({what} interval [{low:.4g}, {high:.4g}])")
     return 1 if len(worse) else 0
 
 

@@ -471,3 +471,21 @@ def test_regression_interval_never_tests_the_mean_of_per_image_ap(tmp_path: Path
         (run / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     low, high = paired_difference_interval(load_run(a), load_run(a), "coco_ap", "eligen", BootstrapOptions(20))
     assert math.isnan(low) and math.isnan(high)
+
+
+def test_a_run_level_statistic_without_interval_is_named_not_passed() -> None:
+    import math
+
+    import pandas as pd
+
+    from eligen_bench.report.compare import delta_table, regressions, ungated
+
+    def summary(ap: float, miou: float) -> pd.DataFrame:
+        return pd.DataFrame([
+            {"generator": "eligen", "metric": "coco_ap", "mean": ap, "ci_low": math.nan, "ci_high": math.nan},
+            {"generator": "eligen", "metric": "miou", "mean": miou, "ci_low": miou - 1, "ci_high": miou + 1},
+        ])
+
+    deltas = delta_table(summary(20.0, 50.0), summary(30.0, 50.0), "previous")
+    assert regressions(deltas, {}).empty  # a 10-point AP drop has no interval to exceed
+    assert list(ungated(deltas)["metric"]) == ["coco_ap"]  # so the gate names it

@@ -105,6 +105,14 @@ def regressions(deltas: pd.DataFrame, metrics: dict) -> pd.DataFrame:
     return deltas[[worse(row) for row in deltas.itertuples(index=False)]] if len(deltas) else deltas
 
 
+def ungated(deltas: pd.DataFrame) -> pd.DataFrame:
+    """Comparable cells the gate cannot judge: neither a paired interval of the difference nor an
+    interval of this run's own (run-level statistics such as COCO AP). Said, never passed silently."""
+    if not len(deltas):
+        return deltas
+    return deltas[deltas["comparable"].astype(bool) & deltas["delta_ci_low"].isna() & deltas["ci_low"].isna()]
+
+
 def unchecked_runs(deltas: pd.DataFrame, others: list[str], warnings: list[str]) -> list[str]:
     """For a regression gate that fails closed: one line per compared run that shares no
     comparable (generator, metric) cell with this run, with the first reason found."""
