@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from eligen_bench.errors import InputError
+from eligen_bench.escape import markdown_text
 from eligen_bench.layout import Entity, Layout
 from eligen_bench.report import (
     ReportOptions,
@@ -387,7 +388,8 @@ def test_vlm_success_shows_strict_rate_beside_parsed_rate(tmp_path: Path) -> Non
     write_report(run, options=FAST)
     markdown = (run / "report" / "table.md").read_text(encoding="utf-8")
     header = next(line for line in markdown.splitlines() if line.startswith("| Model"))
-    assert f"{VLM} parsed (%) ↑" in header and f"{VLM} strict (%) ↑" in header
+    label = markdown_text(VLM)  # Markdown escapes the label's brackets
+    assert f"{label} parsed (%) ↑" in header and f"{label} strict (%) ↑" in header
     migc = next(line for line in markdown.splitlines() if line.startswith("| migc"))
     assert "80.00" in migc and "66.67" in migc
     assert "unparsed answers count as failures" in markdown
