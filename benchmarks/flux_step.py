@@ -26,6 +26,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 # diffusers' FluxTransformer2DModel config of black-forest-labs/FLUX.1-dev
@@ -237,7 +238,7 @@ def matmul_rate(device: str, dtype: Any) -> float:
     """FLOP/s of a large square matmul in `dtype` (median of 5 after warm-up)."""
     import torch
 
-    n = 8192 if device.startswith("cuda") else 1024
+    n = 8192 if device.startswith("cuda") else 2048
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     seconds = median_seconds(lambda: a @ b, 5, device)
@@ -307,6 +308,11 @@ def run_entities(model: Any, shape: Shape, entities: int, ctx: dict[str, Any]) -
     device, params, rate = ctx["device"], ctx["params"], ctx["rate"]
     masks = box_masks(entities, shape)
     rows, fns = [], []
+    plain_inputs = Inputs(shape, 1, device)  # timed in the same rounds, so ratios share the load
+    fns.append(forward_fn(model, plain_inputs, None))
+    rows.append(measure("plain FLUX", entities, fns[-1], plain_inputs.length,
+                        floor_seconds(params, plain_inputs.length, plain_inputs.length**2, shape, rate),
+                        None, device)[0])  # fmt: skip
     inputs = Inputs(shape, entities + 1, device)
     length = inputs.length
     fns.append(forward_fn(model, inputs, None))
@@ -353,13 +359,14 @@ def torch_cat(masks: Any, background: Any) -> Any:
 
 
 # ----- printing ------------------------------------------------------------------------------
-def print_rows(rows: list[Row], plain: Row) -> None:
+def print_rows(rows: list[Row]) -> None:
     print("\n| entities | variant | L | ms / forward | x plain FLUX | peak MiB | max err vs dense | x FLOP floor |")
     print("|---|---|---|---|---|---|---|---|")
-    for r in [plain, *rows]:
+    plain = {r.entities: r.seconds for r in rows if r.name == "plain FLUX"}
+    for r in rows:
         peak = f"{r.peak / 2**20:.0f}" if r.peak >= 0 else "n/a"
         error = "-" if r.error is None else f"{r.error:.1e}"
-        print(f"| {r.entities} | {r.name} | {r.length} | {r.seconds * 1e3:.1f} | {r.seconds / plain.seconds:.2f} "
+        print(f"| {r.entities} | {r.name} | {r.length} | {r.seconds * 1e3:.1f} | {r.seconds / plain[r.entities]:.2f} "
               f"| {peak} | {error} | {r.seconds / r.floor_seconds:.2f} |")  # fmt: skip
 
 
@@ -386,24 +393,25 @@ def print_targets(rows: list[Row], auto: str, device: str) -> None:
         print(f"  {n} entities, auto ({auto}) / dense: {ratio:.2f} (target <= 1.00) {'PASS' if ratio <= 1 else 'FAIL'}")
 
 
-def print_seconds_per_image(rows: list[Row], plain: Row, auto: str, note: str) -> None:
+def print_seconds_per_image(rows: list[Row], auto: str, note: str) -> None:
     """Seconds per image at each generator's defaults, from the measured forwards."""
     from eligen_bench.generators.flux import EliGenGenerator, FluxGenerator, RegionalFluxGenerator
 
     by = {(r.entities, r.name): r.seconds for r in rows}
     f, e, rp = FluxGenerator.defaults, EliGenGenerator.defaults, RegionalFluxGenerator.defaults
-    flux = f["steps"] * (1 + (f["cfg_scale"] != 1.0)) * plain.seconds
+    plains = {r.entities: r.seconds for r in rows if r.name == "plain FLUX"}
     print(f"\nSeconds per image at the generators' defaults{note}:")
-    print(f"  flux: {f['steps']} steps, cfg {f['cfg_scale']}: {flux:.1f} s")
     inject = min(rp["inject_steps"], rp["steps"])
     for n in sorted({r.entities for r in rows if r.entities}):
+        plain = SimpleNamespace(seconds=plains[n])  # plain FLUX timed in the same rounds
+        flux = f["steps"] * (1 + (f["cfg_scale"] != 1.0)) * plain.seconds
         eligen_step = by[(n, f"eligen {auto}")]
         negative = eligen_step if e["cfg_entity_control"] else plain.seconds
         eligen = e["steps"] * (eligen_step + (e["cfg_scale"] != 1.0) * negative)
         rp_method = "flex" if auto == "flex" else "dense"
         regional = inject * by[(n, f"regional-flux {rp_method}")] + (rp["steps"] - inject) * plain.seconds
         regional += rp["steps"] * (rp["cfg_scale"] != 1.0) * plain.seconds
-        print(f"  {n} entities: eligen ({e['steps']} steps, cfg {e['cfg_scale']}, {auto}): {eligen:.1f} s; "
+        print(f"  {n} entities: flux ({f['steps']} steps, cfg {f['cfg_scale']}): {flux:.1f} s; eligen ({e['steps']} steps, cfg {e['cfg_scale']}, {auto}): {eligen:.1f} s; "
               f"regional-flux ({rp['steps']} steps, {inject} with the mask, cfg {rp['cfg_scale']}, "
               f"{rp_method}): {regional:.1f} s")  # fmt: skip
 
@@ -470,22 +478,16 @@ def main(argv: list[str] | None = None) -> None:
     rate = matmul_rate(args.device, shape.dtype)
     print(f"parameters: {params / 1e9:.3f} B; measured {shape.dtype} matmul rate: {rate / 1e12:.2f} TFLOP/s", flush=True)
     auto = auto_method(torch.empty(0, device=args.device))
-    ctx: dict[str, Any] = {"device": args.device, "repeats": args.repeats, "params": params, "rate": rate, "auto": auto}
-    plain_inputs = Inputs(shape, 1, args.device)
-    plain_fn = forward_fn(model, plain_inputs, None)
-    plain, _ = measure("plain FLUX", 0, plain_fn, plain_inputs.length,
-                       floor_seconds(params, plain_inputs.length, plain_inputs.length**2, shape, rate),
-                       None, args.device)  # fmt: skip
-    time_round_robin([plain], [plain_fn], args.repeats, args.device)
+    ctx = {"device": args.device, "repeats": args.repeats, "params": params, "rate": rate, "auto": auto}
     rows: list[Row] = []
     counts = [int(n) for n in args.entities.split(",")]
     for n in counts:
         rows += run_entities(model, shape, n, ctx)
         print(f"  {n} entities done", flush=True)
-    print_rows(rows, plain)
+    print_rows(rows)
     print_targets(rows, ctx["auto"], args.device)
     note = "" if args.device.startswith("cuda") else " (reduced config: not FLUX's cost)"
-    print_seconds_per_image(rows, plain, ctx["auto"], note)
+    print_seconds_per_image(rows, ctx["auto"], note)
     top = max(counts)
     if args.compile:
         compile_variant(model, shape, ctx, top)
