@@ -347,6 +347,7 @@ class EliGenGenerator(FluxFamily):
         if self.settings["lora_alpha_mode"] not in (None, *ALPHA_MODES):
             raise InputError(f"choose one of {ALPHA_MODES} (or leave it unset)",
                              where=f"generator {self.name!r}", field="lora_alpha_mode")
+        _check_method(self.settings["attention_method"], "eligen", f"generator {self.name!r}")
 
     def model_ids(self) -> dict[str, str]:
         ids = super().model_ids()
@@ -441,6 +442,9 @@ class RegionalFluxGenerator(FluxFamily):
         # "exclusive": only tokens no entity covers
         "overlap": "reference",
         "vanishing_mask": "drop",
+        # how the regional mask is applied (flux_regional.PROMPTING_METHODS): the same result
+        # each way; "auto" is the block-sparse "flex" on CUDA, the dense mask elsewhere
+        "attention_method": "auto",
     }
 
     def _check_settings(self) -> None:
@@ -455,6 +459,7 @@ class RegionalFluxGenerator(FluxFamily):
                 raise InputError("must be an integer >= 1 (1: every block)", where=where, field=key)
         if s["overlap"] not in OVERLAPS:
             raise InputError(f"choose one of {OVERLAPS}", where=where, field="overlap")
+        _check_method(s["attention_method"], "regional-flux", where)
 
     def adapt(self, layout: Layout) -> tuple[Layout, list[str]]:
         layout, notes = super().adapt(layout)
@@ -480,6 +485,7 @@ class RegionalFluxGenerator(FluxFamily):
         )
         from eligen_bench.generators.flux_regions import regional_background
         from eligen_bench.generators.flux_sampling import Conditioning
+        from eligen_bench.generators.regional_flex import prompting_bits
 
         s = self.settings
         base_embeds, pooled = self._encode([layout.prompt])
@@ -505,6 +511,8 @@ class RegionalFluxGenerator(FluxFamily):
             base_ratio=float(s["base_ratio"]),
             double_interval=s["double_inject_interval"],
             single_interval=s["single_inject_interval"],
+            method=s["attention_method"],
+            token_bits=prompting_bits([length] * len(prompts), masks).to(self._device),
         )
         positive = Conditioning(
             torch.cat([regional, padded]), pooled.expand(2, -1), regional=control,
@@ -514,6 +522,16 @@ class RegionalFluxGenerator(FluxFamily):
 
 
 # ----- module-level helpers (stateless) ---------------------------------------------------
+def _check_method(method: Any, kind: str, where: str) -> None:
+    """Refuse an attention method the generator's attention does not have."""
+    from eligen_bench.generators.flux_regional import PROMPTING_METHODS
+    from eligen_bench.generators.regional_attention import METHODS
+
+    choices = METHODS if kind == "eligen" else PROMPTING_METHODS
+    if method not in choices:
+        raise InputError(f"unknown method {method!r}; choose one of {choices}", where=where, field="attention_method")
+
+
 def load_flux_pipeline(source: str, revision: str | None, dtype: torch.dtype) -> Any:
     """diffusers' `FluxPipeline.from_pretrained`: the one loader of real and tiny checkpoints."""
     import diffusers

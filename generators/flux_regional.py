@@ -25,7 +25,7 @@ Text positions (RoPE ids) are all zeros, as FLUX's ``txt_ids``, for any number o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from eligen_bench.errors import InputError
@@ -48,6 +48,8 @@ class EliGenControl:
     """Single-stream block i applies the mask when i % single_interval == 0 (1: every block)."""
     method: str = "auto"
     """`regional_attention` method."""
+    token_order: str = "sequence"
+    """Token order of the "flex" kernel (`regional_flex.ORDERS`)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,6 +68,15 @@ class RegionalPromptingControl:
     """Double-stream block i applies the regional mask when i % double_interval == 0."""
     single_interval: int = 1
     """Single-stream block i applies the regional mask when i % single_interval == 0."""
+    method: str = "auto"
+    """"dense" (SDPA with the bool masks), "flex" (FlexAttention block masks, needs
+    `token_bits`) or "auto" ("flex" on CUDA where it exists, else "dense")."""
+    token_bits: torch.Tensor | None = None
+    """int64 (L,) per-token bits of `mask` (`regional_flex.prompting_bits`), for "flex"."""
+    token_order: str = "sequence"
+    """Token order of the "flex" kernel (`regional_flex.ORDERS`)."""
+    cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+    """Block masks built from `token_bits`, once per generation, shared by blocks and steps."""
 
 
 def install(transformer: Any) -> None:
@@ -143,7 +154,7 @@ class RegionalProcessor:
 
         if not _applies(self._limit(control), self.index):
             return F.scaled_dot_product_attention(q, k, v)
-        return regional_attention(q, k, v, control.plan, method=control.method)
+        return regional_attention(q, k, v, control.plan, method=control.method, token_order=control.token_order)
 
     def _prompting(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, control: RegionalPromptingControl
@@ -153,9 +164,18 @@ class RegionalProcessor:
 
         if q.shape[0] != 2:
             raise ValueError("regional prompting runs a batch of two: regional and base")
+        regional = _applies(self._limit(control), self.index)
+        if prompting_method(control, q.device) == "flex":
+            from eligen_bench.generators.regional_flex import flex_attention, prompting_layout
+
+            layout = prompting_layout(
+                control.token_bits, control.base_length, control.text_length, regional=regional,
+                order=control.token_order, cache=control.cache,
+            )  # fmt: skip
+            return flex_attention(q, k, v, layout)
         length = q.shape[2]
         regional_mask = control.mask.to(q.device)
-        if not _applies(self._limit(control), self.index):
+        if not regional:
             regional_mask = torch.ones_like(regional_mask)
         base_mask = torch.ones(length, length, dtype=torch.bool, device=q.device)
         base_mask[:, control.base_length : control.text_length] = False  # padding is no key
@@ -173,6 +193,26 @@ class RegionalProcessor:
         else:
             new_image = torch.stack([merged, image[1]])
         return torch.cat([out[:, :text_len], new_image], dim=1)
+
+
+PROMPTING_METHODS = ("auto", "flex", "dense")
+"""Ways the Regional Prompting FLUX mask can be applied; the same function each way."""
+
+
+def prompting_method(control: RegionalPromptingControl, device: torch.device) -> str:
+    """The method `control` runs with on `device`: "auto" is "flex" on CUDA (block-sparse, the
+    dense mask's masked pairs skipped) where FlexAttention and the token bits exist, else "dense"."""
+    from eligen_bench.generators.regional_flex import flex_available
+
+    method = control.method
+    if method not in PROMPTING_METHODS:
+        raise InputError(f"unknown method {method!r}; choose one of {PROMPTING_METHODS}", field="method")
+    if method == "auto":
+        usable = device.type == "cuda" and control.token_bits is not None and flex_available()
+        return "flex" if usable else "dense"
+    if method == "flex" and control.token_bits is None:
+        raise InputError("'flex' needs the control's token_bits (regional_flex.prompting_bits)", field="method")
+    return method
 
 
 def _projections(

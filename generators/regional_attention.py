@@ -45,7 +45,7 @@ sees its own tokens, every latent sees all latents), so no output is NaN.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from eligen_bench.errors import InputError
@@ -54,8 +54,9 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-METHODS = ("auto", "merge", "groups")
-"""Ways `regional_attention` can compute the same result; "auto" picks the fastest available."""
+METHODS = ("auto", "flex", "merge", "groups", "dense")
+"""Ways `regional_attention` can compute the same result; "auto" picks the fastest measured
+for the device (see `auto_method`)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,6 +85,9 @@ class RegionalPlan:
     """Per entity, the sequence positions its prompt rows see: its own tokens, then its latents."""
     covered_latents: torch.Tensor
     """`entity_latents` concatenated in entity order (a latent repeats once per covering entity)."""
+    cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+    """Masks derived from the plan, built on first use and shared by every block and step
+    (the flex block masks, the dense additive mask); keys name their device."""
 
     @property
     def n_prompt(self) -> int:
@@ -127,6 +131,7 @@ class RegionalPlan:
             base_keys=self.base_keys.to(device),
             entity_keys=tuple(t.to(device) for t in self.entity_keys),
             covered_latents=self.covered_latents.to(device),
+            cache=self.cache,  # its entries are keyed by device, so both plans can share them
         )
 
 
@@ -259,29 +264,76 @@ def reference_attention(
 
 
 def regional_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: RegionalPlan, *, method: str = "auto"
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    plan: RegionalPlan,
+    *,
+    method: str = "auto",
+    token_order: str = "sequence",
 ) -> torch.Tensor:
     """Eq. 13 computed on allowed pairs only; q, k, v are (B, heads, L, head_dim).
 
     Returns a tensor of the same shape and dtype as `q`. With zero entities this is exactly
-    ``F.scaled_dot_product_attention(q, k, v)``. `method` picks the decomposition ("merge":
-    log-sum-exp merge, CPU only; "groups": latent rows grouped by covering entities;
-    "auto": "merge" where available, else "groups").
+    ``F.scaled_dot_product_attention(q, k, v)``. `method` picks the computation:
+
+    * "flex": FlexAttention with the plan's block mask (`regional_flex`), built once per plan
+      and device; `token_order` "sorted" groups latents by covering entities in the kernel;
+    * "merge": log-sum-exp merge (CPU only);
+    * "groups": latent rows grouped by covering entities, public SDPA only;
+    * "dense": the reference's SDPA with a dense additive mask, built once per plan;
+    * "auto": `auto_method` for the device.
     """
     import torch.nn.functional as F
 
     _check_qkv(q, k, v, plan)
-    if plan.num_entities == 0:
-        return F.scaled_dot_product_attention(q, k, v)
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {METHODS}", field="method")
+    if plan.num_entities == 0:
+        return F.scaled_dot_product_attention(q, k, v)
     if plan.entity_masks.device != q.device:
         plan = plan.to(q.device)
     if method == "auto":
-        method = "merge" if _flash_with_lse(q) is not None else "groups"
+        method = auto_method(q)
+    if method == "flex":
+        from eligen_bench.generators.regional_flex import eligen_layout, flex_attention
+
+        return flex_attention(q, k, v, eligen_layout(plan, token_order))
+    if method == "dense":
+        return reference_attention(q, k, v, plan, mask=cached_additive_mask(plan, q.dtype, q.device))
     if method == "merge":
+        if _flash_with_lse(q) is None:
+            raise InputError(
+                f"'merge' needs torch's CPU flash kernel; not available for {q.device.type} "
+                "tensors (or with gradients): choose another method",
+                field="method",
+            )
         return _merge_path(q, k, v, plan)
     return _groups_path(q, k, v, plan)
+
+
+def auto_method(q: torch.Tensor) -> str:
+    """The fastest measured method for q's device.
+
+    CPU: "merge" (FACTS: the decomposition beats the dense mask there, and FlexAttention's
+    block skipping gains nothing on CPU). CUDA: "flex" (on an H100, 8 entities, full FLUX:
+    0.80x the dense mask, while "groups" took 2.06x). Elsewhere, or without the kernels:
+    "groups".
+    """
+    from eligen_bench.generators.regional_flex import flex_available
+
+    if q.device.type == "cuda" and flex_available():
+        return "flex"
+    return "merge" if _flash_with_lse(q) is not None else "groups"
+
+
+def cached_additive_mask(plan: RegionalPlan, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """`additive_mask`, built once per plan, dtype and device (as the reference builds it once
+    per forward pass and shares it between blocks)."""
+    key = ("dense", str(dtype), str(device))
+    if key not in plan.cache:
+        plan.cache[key] = additive_mask(plan, dtype, device)
+    return plan.cache[key]
 
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: RegionalPlan) -> None:

@@ -255,7 +255,7 @@ def test_base_ratio_one_gives_the_base_prediction(gens) -> None:
     control = positive.regional
     full = RegionalPromptingControl(control.mask, control.text_length, control.base_length, 1.0)
     noise = g._noise(3)
-    t = torch.tensor(500.0)
+    t = torch.tensor(500.0, device=noise.device)  # the model's device, CPU or CUDA
     a = predict(g._pipe.transformer, noise, t, Conditioning(positive.prompt_embeds, positive.pooled, full), 3.5, g._img_ids())
     b = predict(g._pipe.transformer, noise, t, base, 3.5, g._img_ids())
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

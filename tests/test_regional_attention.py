@@ -232,7 +232,7 @@ def test_build_plan_validates() -> None:
     with pytest.raises(InputError, match="plan length"):
         regional_attention(q[:, :, 1:], k[:, :, 1:], v[:, :, 1:], plan)
     with pytest.raises(InputError, match="unknown method"):
-        regional_attention(q, k, v, plan, method="dense")
+        regional_attention(q, k, v, plan, method="sparse")
 
 
 def test_plan_properties() -> None:
