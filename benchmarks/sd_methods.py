@@ -2,7 +2,7 @@
 
     python benchmarks/sd_methods.py --device cuda [--dtype float32|float16|bfloat16] [--steps N]
     python benchmarks/sd_methods.py              # CPU: a reduced config, said in the first line
-    [--boxes 2,4,8] [--repeats 1] [--methods gligen,migc,instancediffusion,multidiffusion]
+    # either: [--boxes 2,4,8] [--repeats 1] [--methods gligen,migc,instancediffusion,multidiffusion]
 
 `gligen` (SD 1.4 UNet with gated attention), `migc` (SD 1.4 + the MIGC controller on the layers
 the released checkpoint holds), `instancediffusion` (SD 1.5 + UniFusion, gated fusers, ScaleU,
