@@ -118,6 +118,7 @@ def _generate(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suit
             _record_load_notes(run_dir, plans)
     with run_dir.locked():
         record_execution(run_dir, "generate", executor, shard)
+        run_dir.remove_stale_temporaries()  # and the items' claim files, when nobody else is working
     for label, counts in summary.items():
         log.info("%s: %d made, %d kept", label, counts["made"], counts["kept"])
 
@@ -194,6 +195,7 @@ def _score(run_dir: RunDir, metrics: dict[str, Metric], *, shard_size: int, prog
     run_scoring(run_dir, metrics, items, shard_size=shard_size, progress=progress, executor=executor, shard=shard)
     with run_dir.locked():
         record_execution(run_dir, "score", executor, shard)
+        run_dir.remove_stale_temporaries()  # and the items' claim files, when nobody else is working
         # The table holds every metric scored into this folder, each with its current identity.
         table = compile_run_scores(run_dir, items)
     log.info("scores: %d rows in %s", len(table), run_dir.scores_path)

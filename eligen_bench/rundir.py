@@ -10,6 +10,7 @@
 <run>/provenance/<worker>.jsonl  where each image and score shard was made, one line per item
 <run>/.eligen-bench.lock       held while a command reads or writes the manifest (see `RunDir.locked`)
 <run>/.eligen-bench.work       held shared by every process making items (see `RunDir.working`)
+<run>/.eligen-bench.claims/    one lock file per item being made (see `eligen_bench.claims`)
 ```
 A stage is done for an item when its file exists and its recorded key matches; every write
 is atomic, so a run killed at any moment resumes without a half-written file.
@@ -35,7 +36,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eligen_bench import __version__
-from eligen_bench.atomic import atomic_write, atomic_write_text, remove_stale_temporaries
+from eligen_bench.atomic import (
+    atomic_write,
+    atomic_write_text,
+    is_temporary,
+    remove_stale_temporaries,
+)
+from eligen_bench.claims import CLAIMS_FOLDER, remove_claim_files
 from eligen_bench.errors import InputError
 from eligen_bench.hashing import content_hash
 
@@ -48,6 +55,8 @@ INPUT_CHUNK = "eligen_bench_input_sha256"
 """PNG text chunk with the content hash of the input image an inpainting image was made from."""
 LOCK_NAME = ".eligen-bench.lock"
 WORK_LOCK_NAME = ".eligen-bench.work"
+OWN_MARKERS = (LOCK_NAME, WORK_LOCK_NAME, CLAIMS_FOLDER)
+"""The run's own lock files: a folder holding only these (and temporaries) is still empty to `check_owned`."""
 OWN_FOLDERS = ("images", "scores", "report", "provenance")
 """Sub-folders a run writes; temporaries are cleaned up there and at the top level only."""
 SHARED_CONFIG = ("suite", "seeds", "base_seed", "profile")
@@ -109,7 +118,9 @@ class RunDir:
             raise InputError("exists and is not a folder; choose another --out", where=str(self.root))
         if self.manifest_path.exists():
             return
-        others = sorted(p.name for p in self.root.iterdir() if p.name not in (LOCK_NAME, WORK_LOCK_NAME))
+        # The first manifest's temporary counts as ours: another process may be writing it now.
+        others = sorted(p.name for p in self.root.iterdir()
+                        if p.name not in OWN_MARKERS and not is_temporary(p.name))
         if others:
             raise InputError(f"is not empty and holds no manifest.json, so it is not a run folder "
                              f"(it holds {others[0]!r}{' and more' if len(others) > 1 else ''}); "
@@ -168,10 +179,11 @@ class RunDir:
             os.close(fd)  # closing releases the lock
 
     def remove_stale_temporaries(self) -> int:
-        """Delete temporaries a killed command left in the run's own places (under the lock).
+        """Delete temporaries a killed command left in the run's own places, and the claim
+        files of items no longer being made (under the lock); returns how many temporaries.
 
-        Skipped while another process makes items (it holds `working`): their temporaries are
-        live, and stale ones are removed by the next command that finds the run idle.
+        Skipped while another process makes items (it holds `working`): their temporaries and
+        claims are live, and stale ones are removed by the next command that finds the run idle.
         """
         import fcntl
 
@@ -187,6 +199,7 @@ class RunDir:
             count = remove_stale_temporaries(self.root, recursive=False)
             for name in OWN_FOLDERS:
                 count += remove_stale_temporaries(self.root / name)
+            remove_claim_files(self.root)
             return count
         finally:
             os.close(fd)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from eligen_bench.claims import make_all
 from eligen_bench.generators.base import Generator
 from eligen_bench.metrics.base import Metric, ScoreItem
 from eligen_bench.requests import GenerationRequest
@@ -22,10 +23,11 @@ class LocalExecutor:
                  batches: Sequence[Sequence[GenerationRequest]], bar: Any) -> None:
         from eligen_bench.stages.generate import make_images
 
+        def make(batch: Sequence[GenerationRequest], wait: bool) -> list[Sequence[GenerationRequest]]:
+            return [[r] for r in make_images(run, label, generator, batch, self.worker, wait=wait)]
+
         try:
-            for batch in batches:
-                make_images(run, label, generator, batch, self.worker)
-                bar.update(len(batch))
+            make_all(batches, make, len, bar, f"generate {label}")
         finally:
             generator.close()
 
@@ -33,10 +35,11 @@ class LocalExecutor:
               shards: Sequence[tuple[Path, Sequence[ScoreItem]]], bar: Any) -> None:
         from eligen_bench.stages.score import score_shard
 
+        def make(shard: tuple[Path, Sequence[ScoreItem]], wait: bool) -> list[tuple[Path, Sequence[ScoreItem]]]:
+            return [] if score_shard(run, label, metric, *shard, self.worker, wait=wait) else [shard]
+
         try:
-            for path, chunk in shards:
-                score_shard(run, label, metric, path, chunk, self.worker)
-                bar.update(len(chunk))
+            make_all(shards, make, lambda shard: len(shard[1]), bar, f"score {label}")
         finally:
             metric.release()  # one metric's model at a time, beside what the run's cache shares
 

@@ -86,20 +86,24 @@ class ItemWorker:
         self.worker["node"] = ray.get_runtime_context().get_node_id()
 
     # Each call returns this worker's record, so the driver learns who made what without
-    # asking an actor that may be gone by then.
-    def generate(self, label: str, batch: Sequence[GenerationRequest]) -> dict[str, Any]:
+    # asking an actor that may be gone by then, and the parts of its task it skipped because
+    # another process holds their claims (`eligen_bench.claims`), for the driver to hand out
+    # again, with `wait`, once every other task is done.
+    def generate(self, label: str, batch: Sequence[GenerationRequest],
+                 wait: bool) -> tuple[dict[str, Any], list[list[GenerationRequest]]]:
         from eligen_bench.stages.generate import make_images
 
         assert isinstance(self.plugin, Generator)
-        make_images(self.run, label, self.plugin, batch, self.worker)
-        return self.worker
+        skipped = make_images(self.run, label, self.plugin, batch, self.worker, wait=wait)
+        return self.worker, [[r] for r in skipped]
 
-    def score(self, label: str, path: Path, chunk: Sequence[ScoreItem]) -> dict[str, Any]:
+    def score(self, label: str, path: Path, chunk: Sequence[ScoreItem],
+              wait: bool) -> tuple[dict[str, Any], list[tuple[Path, list[ScoreItem]]]]:
         from eligen_bench.stages.score import score_shard
 
         assert isinstance(self.plugin, Metric)
-        score_shard(self.run, label, self.plugin, path, chunk, self.worker)
-        return self.worker
+        done = score_shard(self.run, label, self.plugin, path, chunk, self.worker, wait=wait)
+        return self.worker, [] if done else [(path, list(chunk))]
 
 
 class RayExecutor:
@@ -142,12 +146,12 @@ class RayExecutor:
     def generate(self, run: RunDir, label: str, generator: Generator,
                  batches: Sequence[Sequence[GenerationRequest]], bar: Any) -> None:
         self._dispatch(run, generator, f"generate-{label}", list(batches),
-                       lambda actor, batch: actor.generate.remote(label, list(batch)), len, bar)
+                       lambda actor, batch, wait: actor.generate.remote(label, list(batch), wait), len, bar)
 
     def score(self, run: RunDir, label: str, metric: Metric,
               shards: Sequence[tuple[Path, Sequence[ScoreItem]]], bar: Any) -> None:
         self._dispatch(run, metric, f"score-{label}", list(shards),
-                       lambda actor, shard: actor.score.remote(label, shard[0], list(shard[1])),
+                       lambda actor, shard, wait: actor.score.remote(label, shard[0], list(shard[1]), wait),
                        lambda shard: len(shard[1]), bar)
 
     def workers(self) -> list[dict[str, Any]]:
@@ -165,37 +169,46 @@ class RayExecutor:
         return actor
 
     def _dispatch(self, run: RunDir, plugin: Generator | Metric, stage: str, tasks: list[Any],
-                  submit: Callable[[Any, Any], Any], size: Callable[[Any], int], bar: Any) -> None:
-        queue = deque(tasks)
+                  submit: Callable[[Any, Any, bool], Any], size: Callable[[Any], int], bar: Any) -> None:
+        """Keep every actor fed from one queue of (task, wait); what actors skip as claimed by
+        another process is queued again, with wait, once nothing else is left."""
+        queue = deque((task, False) for task in tasks)
+        later: list[Any] = []
         actors = [self._start(run, plugin, stage) for _ in range(min(self.workers_wanted, len(tasks)))]
         load = {id(actor): 0 for actor in actors}
-        inflight: dict[Any, tuple[Any, Any]] = {}
+        inflight: dict[Any, tuple[Any, tuple[Any, bool]]] = {}
         restarts = 0
         try:
-            while queue or inflight:
+            while queue or inflight or later:
+                if not queue and not inflight:
+                    log.warning("%s: %d item(s) are being made by another process; waiting for them "
+                                "(Ctrl-C to stop)", stage, len(later))
+                    queue.extend((task, True) for task in later)
+                    later.clear()
                 for actor in actors:
                     while queue and load[id(actor)] < DEPTH:
-                        task = queue.popleft()
-                        inflight[submit(actor, task)] = (actor, task)
+                        entry = queue.popleft()
+                        inflight[submit(actor, *entry)] = (actor, entry)
                         load[id(actor)] += 1
                 ready, _ = self.ray.wait(list(inflight), num_returns=1)
                 for future in ready:
-                    actor, task = inflight.pop(future)
+                    actor, entry = inflight.pop(future)
                     load[id(actor)] -= 1
                     try:
-                        worker = self.ray.get(future)
+                        worker, skipped = self.ray.get(future)
                     except self.ray.exceptions.RayActorError:
                         restarts += 1
                         if restarts > MAX_RESTARTS * DEPTH:
                             raise RuntimeError(f"{stage}: too many Ray workers lost") from None
-                        queue.appendleft(task)  # lost in flight: done again, by another actor
+                        queue.appendleft(entry)  # lost in flight: done again, by another actor
                         index = next((i for i, a in enumerate(actors) if a is actor), None)
                         if index is not None:  # the first of its lost items replaces it
                             log.warning("%s: a Ray worker was lost; its items go back to the queue", stage)
                             actors[index] = replacement = self._start(run, plugin, stage)
                             load[id(replacement)] = 0
                         continue
-                    bar.update(size(task))
+                    later += skipped
+                    bar.update(size(entry[0]) - sum(map(size, skipped)))
                     self._seen[worker["id"]] = worker
         finally:
             for actor in actors:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from eligen_bench.claims import claimed
 from eligen_bench.generators.base import Generator
 from eligen_bench.hashing import file_sha256
 from eligen_bench.input_images import check_input_image
@@ -90,25 +92,47 @@ def item_name(label: str, request: GenerationRequest) -> str:
 
 
 def make_images(run: RunDir, label: str, generator: Generator, batch: Sequence[GenerationRequest],
-                worker: dict[str, Any]) -> int:
-    """One work item (a batch of requests): make and write the images not made yet; returns how many.
+                worker: dict[str, Any], *, wait: bool = False) -> list[GenerationRequest]:
+    """One work item (a batch of requests): make and write the images not made yet; returns the
+    requests skipped because another process holds their claim (none when `wait`).
 
-    Every executor calls this. Checked again here, not only when planning, so an item another
-    process finished meanwhile is not made twice; each write is atomic, so two writers of one
-    item never leave a broken file.
+    Every executor calls this. Each image is claimed (`eligen_bench.claims`) and checked again
+    under its claim, not only when planning, so an item another process finished or is making
+    is not made twice; each write is atomic, so a kill never leaves a broken file. With `wait`,
+    each request's claim is waited for in turn, never holding one while waiting for the next.
     """
     with run.working():
-        todo = [r for r in batch if not is_made(run, label, r)]
-        if not todo:
-            return 0
-        generator.ensure_loaded()
-        images = generator.generate(todo)
-        if len(images) != len(todo):
-            raise RuntimeError(f"{label} returned {len(images)} images for {len(todo)} requests")
-        for request, image in zip(todo, images, strict=True):
-            run.write_image(run.image_path(label, request.stem), image, request.key, request.init_image_sha256)
-            run.record_made(worker, "image", label, request.stem)
-        return len(todo)
+        if wait:
+            for request in batch:
+                with claimed(run.root, claim_name(label, request), wait=True):
+                    _make_missing(run, label, generator, [request], worker)
+            return []
+        with ExitStack() as claims:
+            held, skipped = [], []
+            for request in batch:
+                mine = claims.enter_context(claimed(run.root, claim_name(label, request), wait=False))
+                (held if mine else skipped).append(request)
+            _make_missing(run, label, generator, held, worker)
+        return skipped
+
+
+def claim_name(label: str, request: GenerationRequest) -> str:
+    return f"image:{item_name(label, request)}"
+
+
+def _make_missing(run: RunDir, label: str, generator: Generator, requests: Sequence[GenerationRequest],
+                  worker: dict[str, Any]) -> None:
+    """Make the requests whose image is not on disk with their key (their claims are held)."""
+    todo = [r for r in requests if not is_made(run, label, r)]
+    if not todo:
+        return
+    generator.ensure_loaded()
+    images = generator.generate(todo)
+    if len(images) != len(todo):
+        raise RuntimeError(f"{label} returned {len(images)} images for {len(todo)} requests")
+    for request, image in zip(todo, images, strict=True):
+        run.write_image(run.image_path(label, request.stem), image, request.key, request.init_image_sha256)
+        run.record_made(worker, "image", label, request.stem)
 
 
 def batches(requests: Sequence[GenerationRequest], batch_size: int) -> list[list[GenerationRequest]]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eligen_bench.atomic import atomic_write
+from eligen_bench.claims import claimed
 from eligen_bench.errors import InputError
 from eligen_bench.hashing import content_hash, file_sha256
 from eligen_bench.metrics.base import Metric, ScoreItem
@@ -115,18 +116,23 @@ def shard_plan(run: RunDir, metric_key: str, items: Mapping[str, list[ScoreItem]
 
 
 def score_shard(run: RunDir, label: str, metric: Metric, path: Path, chunk: Sequence[ScoreItem],
-                worker: dict[str, Any]) -> bool:
-    """One work item (a score shard): score and write it unless it is on disk; True when scored.
+                worker: dict[str, Any], *, wait: bool = False) -> bool:
+    """One work item (a score shard): score and write it unless it is on disk; returns False
+    when it was skipped because another process holds its claim (never when `wait`).
 
     Every executor calls this; a shard is named by the metric's identity and its images, so
-    one that exists is done, and an atomic write means two writers never leave a broken one.
+    one that exists is done. It is claimed (`eligen_bench.claims`) and checked again under the
+    claim, so two processes never score it both, and written atomically, so never half.
     """
-    with run.working():
-        if path.exists():
+    # Named without the run's path, which differs between machines and Ray workers.
+    name = f"score:{path.parent.parent.name}/{path.parent.name}/{path.name}"
+    with run.working(), claimed(run.root, name, wait=wait) as mine:
+        if not mine:
             return False
-        rows = metric.score(chunk)
-        _write_rows(path, [{**r.to_record(), "metric": label} for r in rows])
-        run.record_made(worker, "score", chunk[0].generator, f"{path.parent.parent.name}/{path.name}")
+        if not path.exists():
+            rows = metric.score(chunk)
+            _write_rows(path, [{**r.to_record(), "metric": label} for r in rows])
+            run.record_made(worker, "score", chunk[0].generator, f"{path.parent.parent.name}/{path.name}")
         return True
 
 
