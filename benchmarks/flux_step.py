@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+from bench_common import box_token_masks, cpu_name
+
 # diffusers' FluxTransformer2DModel config of black-forest-labs/FLUX.1-dev
 FLUX_DEV: dict[str, Any] = dict(
     patch_size=1, in_channels=64, out_channels=None, num_layers=19, num_single_layers=38,
@@ -78,21 +80,10 @@ def setting(device: str) -> tuple[Shape, str]:
     return Shape(256, 64, REDUCED, torch.float32), (
         "flux_step: REDUCED config on CPU (1 double + 2 single blocks, 4 heads x 64, width 256), "
         "random float32 weights, 256x256, 64 tokens per prompt: not the FLUX.1-dev shape; "
-        f"CPU: {_cpu_name()}, {torch.get_num_threads()} threads"
+        f"CPU: {cpu_name()}, {torch.get_num_threads()} threads"
     )
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown CPU"
 
 
 def build_transformer(shape: Shape, device: str) -> Any:
@@ -116,22 +107,7 @@ def build_transformer(shape: Shape, device: str) -> Any:
 
 def box_masks(entities: int, shape: Shape) -> Any:
     """Bool (entities, latents) token masks of random boxes (1/4 to 5/8 of each side)."""
-    import numpy as np
-    import torch
-
-    from eligen_bench.generators.regional_attention import latent_token_masks
-
-    rng = np.random.default_rng(SEED + entities)
-    size, masks = shape.size, []
-    for _ in range(entities):
-        h, w = rng.integers(size // 4, size * 5 // 8, size=2)
-        y, x = rng.integers(0, size - h), rng.integers(0, size - w)
-        mask = np.zeros((size, size), dtype=bool)
-        mask[y : y + h, x : x + w] = True
-        masks.append(mask)
-    if not masks:
-        return torch.zeros((0, shape.latents), dtype=torch.bool)
-    return latent_token_masks(masks, size, size)
+    return box_token_masks(entities, shape.size, SEED)
 
 
 class Inputs:

@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+from bench_common import box_token_masks
+
 ENTITY_COUNTS = (0, 2, 4, 8)
 SIZE = 1024
 PROMPT_TOKENS = 512
@@ -33,24 +35,9 @@ VARIANTS = ("reference", "ours", "plain")
 
 def make_plan(entities: int, seed: int = SEED):
     """Plan of `entities` random box masks at 1024x1024 (boxes 1/4 to 5/8 of each side)."""
-    import numpy as np
+    from eligen_bench.generators.regional_attention import build_plan
 
-    from eligen_bench.generators.regional_attention import build_plan, latent_token_masks
-
-    rng = np.random.default_rng(seed + entities)
-    masks = []
-    for _ in range(entities):
-        h, w = rng.integers(SIZE // 4, SIZE * 5 // 8, size=2)
-        y, x = rng.integers(0, SIZE - h), rng.integers(0, SIZE - w)
-        mask = np.zeros((SIZE, SIZE), dtype=bool)
-        mask[y : y + h, x : x + w] = True
-        masks.append(mask)
-    tokens = latent_token_masks(masks, SIZE, SIZE) if masks else None
-    if tokens is None:
-        import torch
-
-        tokens = torch.zeros((0, (SIZE // 16) ** 2), dtype=torch.bool)
-    return build_plan([PROMPT_TOKENS] * (entities + 1), tokens)
+    return build_plan([PROMPT_TOKENS] * (entities + 1), box_token_masks(entities, SIZE, seed))
 
 
 def make_inputs(plan, heads: int, device: str):

@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench_common import cpu_name
+
 from eligen_bench.generators.base import Generator
 from eligen_bench.generators.gligen import GligenGenerator
 from eligen_bench.generators.instancediffusion import InstanceDiffusionGenerator
@@ -617,28 +619,17 @@ def setting(device: str, scale: Scale, dtype: str, steps: int | None) -> str:
     step_note = ("the generators' default steps" if steps is None
                  else f"{steps} steps (seconds per image at the default steps estimated)")
     if scale.full:
-        where = torch.cuda.get_device_name(device) if device.startswith("cuda") else _cpu_name(torch)
+        where = torch.cuda.get_device_name(device) if device.startswith("cuda") else cpu_name()
         return (f"sd_methods: FULL-SIZE configs (SD 1.4/1.5 UNet 320-1280, CLIP ViT-L; SD 2 base UNet, "
                 f"OpenCLIP-H; SD VAE; released MIGC and UniFusion widths), random {dtype} weights, "
                 f"generator default resolutions, {step_note}, on {where}")  # fmt: skip
     return (f"sd_methods: REDUCED config on CPU ({scale.name}: UNet widths {scale.unet['block_out_channels']} with "
             f"the real block structure, text encoder width {scale.text['hidden_size']} x "
             f"{scale.text['num_hidden_layers']} layers, VAE {scale.vae['block_out_channels']}), random {dtype} "
-            f"weights, {scale.size}x{scale.size}, {step_note}: not the methods' real cost; CPU: {_cpu_name(torch)}, "
+            f"weights, {scale.size}x{scale.size}, {step_note}: not the methods' real cost; CPU: {cpu_name()}, "
             f"{torch.get_num_threads()} threads")  # fmt: skip
 
 
-def _cpu_name(torch: Any) -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown CPU"
 
 
 def print_rows(rows: list[Row]) -> None:

@@ -17,6 +17,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sd_methods.py"
 
 
 def _load_script() -> ModuleType:
+    if str(SCRIPT.parent) not in sys.path:  # as when run as a script: its folder's helpers import
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("sd_methods_benchmark", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up by name
