@@ -19,6 +19,15 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def status_kib(field: str) -> int:
+    """A kibibyte field of /proc/self/status (e.g. VmHWM, the peak resident set), on Linux."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} missing from /proc/self/status")
+
+
 def box_token_masks(entities: int, size: int, seed: int) -> Any:
     """Bool (entities, (size // 16) ** 2) FLUX token masks of seeded random boxes, each side 1/4 to 5/8
     of the image: the same boxes for the same (entities, size, seed) in every benchmark."""

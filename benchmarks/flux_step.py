@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from bench_common import box_token_masks, cpu_name
+from bench_common import box_token_masks, cpu_name, status_kib
 
 # diffusers' FluxTransformer2DModel config of black-forest-labs/FLUX.1-dev
 FLUX_DEV: dict[str, Any] = dict(
@@ -181,14 +181,6 @@ def median_seconds(fn: Callable[[], Any], repeats: int, device: str, warmup: int
     return statistics.median(times)
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} missing from /proc/self/status")
-
-
 def peak_bytes(fn: Callable[[], Any], device: str) -> tuple[int, Any]:
     """Bytes one call adds at its peak over what was allocated before it, and its output."""
     import torch
@@ -201,11 +193,11 @@ def peak_bytes(fn: Callable[[], Any], device: str) -> tuple[int, Any]:
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - before, out
     try:
-        before = _status_kib("VmRSS")
+        before = status_kib("VmRSS")
         with open("/proc/self/clear_refs", "w") as refs:
             refs.write("5")  # resets the peak resident set to the current one
         out = fn()
-        return (_status_kib("VmHWM") - before) * 1024, out
+        return (status_kib("VmHWM") - before) * 1024, out
     except OSError:  # no /proc: memory not measured
         return -1, fn()
 

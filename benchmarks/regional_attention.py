@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from bench_common import box_token_masks
+from bench_common import box_token_masks, status_kib
 
 ENTITY_COUNTS = (0, 2, 4, 8)
 SIZE = 1024
@@ -71,14 +71,6 @@ def variant_fn(name: str, q, k, v, plan, prebuilt_mask: bool):
     return lambda: F.scaled_dot_product_attention(q, k, v)
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} missing from /proc/self/status")
-
-
 def measure_peak(entities: int, name: str, heads: int, device: str) -> int:
     """Bytes one call of `name` adds on top of its inputs (first call of a fresh process)."""
     import torch
@@ -93,11 +85,11 @@ def measure_peak(entities: int, name: str, heads: int, device: str) -> int:
         fn()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - before
-    before = _status_kib("VmRSS")
+    before = status_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as refs:
         refs.write("5")  # resets VmHWM to the current resident set
     fn()
-    return (_status_kib("VmHWM") - before) * 1024
+    return (status_kib("VmHWM") - before) * 1024
 
 
 def measure_times(entities: int, heads: int, repeats: int, device: str) -> dict[str, float]:

@@ -7,7 +7,22 @@ from pathlib import Path
 import numpy as np
 
 from eligen_bench.layout import Entity, Layout, Mask
+from eligen_bench.requests import GenerationRequest
 from eligen_bench.suite import Suite
+
+TWO_PETS = Layout(
+    id="two-pets",
+    prompt="a cat and a dog on a sofa",
+    entities=(Entity("a cat", (0.1, 0.1, 0.5, 0.6)), Entity("a dog", (0.4, 0.3, 0.9, 0.9))),
+    width=512,
+    height=512,
+)
+"""Two overlapping boxes at 512x512: the generator tests' standard layout."""
+
+
+def request_for(generator, layout: Layout, seed: int = 1234, index: int = 0) -> GenerationRequest:
+    """One request of `layout` for `generator` (its identity as the request's)."""
+    return GenerationRequest(layout=layout, seed_index=index, seed=seed, generator=generator.identity())
 
 
 def ellipse(height: int, width: int) -> np.ndarray:
@@ -31,3 +46,21 @@ def small_suite(count: int = 4) -> Suite:
 def write_small_suite(path: Path, count: int = 4) -> Path:
     small_suite(count).write(path)
     return path
+
+
+def add_generator_entry(monkeypatch, name: str, target: str) -> None:
+    """Make entry-point discovery also find generator `name` -> `target` (for this test only)."""
+    from importlib import metadata
+
+    from eligen_bench import registry
+
+    real = metadata.entry_points
+    group = registry.GROUPS["generator"]
+
+    def with_extra(**kwargs):
+        found = list(real(**kwargs))
+        if kwargs.get("group") == group:
+            found.append(metadata.EntryPoint(name, target, group))
+        return found
+
+    monkeypatch.setattr(metadata, "entry_points", with_extra)

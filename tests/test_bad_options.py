@@ -6,7 +6,7 @@ import pytest
 
 from eligen_bench.cli import main
 
-from fixtures import write_small_suite
+from fixtures import add_generator_entry, write_small_suite
 
 PAINTER = "painter=harness_plugins:BoxPainter"
 
@@ -81,19 +81,7 @@ def test_metric_targets_that_are_not_metrics(tmp_path, capsys, target) -> None:
 
 
 def test_a_registered_entry_that_is_not_a_generator_is_broken(monkeypatch, capsys) -> None:
-    from importlib import metadata
-
-    from eligen_bench import registry
-
-    real = metadata.entry_points
-
-    def with_bad(**kwargs):
-        found = list(real(**kwargs))
-        if kwargs.get("group") == registry.GROUPS["generator"]:
-            found.append(metadata.EntryPoint("shell", "os:system", registry.GROUPS["generator"]))
-        return found
-
-    monkeypatch.setattr(metadata, "entry_points", with_bad)
+    add_generator_entry(monkeypatch, "shell", "os:system")
     assert main(["ls"]) == 0
     assert "BROKEN" in capsys.readouterr().out
     assert main(["generate", "--generators", "shell", "--profile", "tiny", "--dry-run"]) == 2

@@ -7,15 +7,9 @@ import pytest
 
 from eligen_bench.errors import InputError
 from eligen_bench.layout import Entity, Layout, Mask
-from eligen_bench.requests import GenerationRequest
 
-TWO_PETS = Layout(
-    id="two-pets",
-    prompt="a cat and a dog on a sofa",
-    entities=(Entity("a cat", (0.1, 0.1, 0.5, 0.6)), Entity("a dog", (0.4, 0.3, 0.9, 0.9))),
-    width=512,
-    height=512,
-)
+from fixtures import TWO_PETS, request_for
+
 EMPTY = Layout(id="street", prompt="an empty street at night", width=512, height=512)
 
 # Pixels [30:33, 30:33] (RGB) of the tiny-profile image of TWO_PETS with seed 1234, recorded
@@ -26,10 +20,6 @@ EXPECTED_SLICE = {
     # re-recorded when region masks became boxes drawn at image size, nearest to the latent grid
     "multidiffusion": [0, 112, 26, 0, 116, 88, 0, 83, 63, 0, 80, 0, 0, 95, 0, 0, 123, 0, 0, 0, 35, 0, 21, 10, 0, 96, 0],
 }
-
-
-def _request(generator, layout: Layout, seed: int = 1234, index: int = 0) -> GenerationRequest:
-    return GenerationRequest(layout=layout, seed_index=index, seed=seed, generator=generator.identity())
 
 
 def _pixels(image) -> np.ndarray:
@@ -72,26 +62,26 @@ def test_registered_as_entry_points():
 
 
 def test_tiny_image_matches_recorded_slice(any_generator):
-    image = any_generator.generate([_request(any_generator, TWO_PETS)])[0]
+    image = any_generator.generate([request_for(any_generator, TWO_PETS)])[0]
     assert image.size == (64, 64) and image.mode == "RGB"
     got = _pixels(image)[30:33, 30:33].reshape(-1)
     np.testing.assert_allclose(got, EXPECTED_SLICE[any_generator.name], atol=2)
 
 
 def test_same_request_same_image(any_generator):
-    first = any_generator.generate([_request(any_generator, TWO_PETS)])[0]
-    second = any_generator.generate([_request(any_generator, TWO_PETS)])[0]
+    first = any_generator.generate([request_for(any_generator, TWO_PETS)])[0]
+    second = any_generator.generate([request_for(any_generator, TWO_PETS)])[0]
     assert np.array_equal(_pixels(first), _pixels(second))
 
 
 def test_different_seeds_different_images(any_generator):
-    a = any_generator.generate([_request(any_generator, TWO_PETS, seed=1)])[0]
-    b = any_generator.generate([_request(any_generator, TWO_PETS, seed=2)])[0]
+    a = any_generator.generate([request_for(any_generator, TWO_PETS, seed=1)])[0]
+    b = any_generator.generate([request_for(any_generator, TWO_PETS, seed=2)])[0]
     assert np.abs(_pixels(a) - _pixels(b)).mean() > 1.0
 
 
 def test_batch_equals_one_by_one(any_generator):
-    requests = [_request(any_generator, TWO_PETS, seed=7), _request(any_generator, EMPTY, seed=8, index=1)]
+    requests = [request_for(any_generator, TWO_PETS, seed=7), request_for(any_generator, EMPTY, seed=8, index=1)]
     batch = any_generator.generate(requests)
     single = [any_generator.generate([r])[0] for r in requests]
     assert len(batch) == 2
@@ -100,15 +90,15 @@ def test_batch_equals_one_by_one(any_generator):
 
 
 def test_zero_entities_generate(any_generator):
-    image = any_generator.generate([_request(any_generator, EMPTY)])[0]
+    image = any_generator.generate([request_for(any_generator, EMPTY)])[0]
     assert image.size == (64, 64)
     assert _pixels(image).std() > 0
 
 
 def test_entities_change_the_image(any_generator):
     no_entities = Layout(id="two-pets", prompt=TWO_PETS.prompt, width=512, height=512)
-    with_entities = any_generator.generate([_request(any_generator, TWO_PETS)])[0]
-    without = any_generator.generate([_request(any_generator, no_entities)])[0]
+    with_entities = any_generator.generate([request_for(any_generator, TWO_PETS)])[0]
+    without = any_generator.generate([request_for(any_generator, no_entities)])[0]
     assert np.abs(_pixels(with_entities) - _pixels(without)).mean() > 0.5
 
 
@@ -154,7 +144,7 @@ def test_gligen_more_than_30_entities_rejected(gligen):
         gligen.adapt(crowded)
     assert info.value.field == "entities"
     with pytest.raises(InputError):
-        gligen.generate([_request(gligen, crowded)])
+        gligen.generate([request_for(gligen, crowded)])
 
 
 def test_gligen_masks_become_boxes(gligen):
@@ -175,8 +165,8 @@ def test_gligen_zero_entities_is_plain_sd(gligen):
     ungrounded = GligenGenerator(profile="tiny", device="cpu", gligen_scheduled_sampling_beta=0.0)
     ungrounded._pipe, ungrounded._loaded = gligen._pipe, True  # same weights, no second build
     plain = Layout(id="two-pets", prompt=TWO_PETS.prompt, width=512, height=512)
-    zero = gligen.generate([_request(gligen, plain)])[0]
-    off = ungrounded.generate([_request(ungrounded, TWO_PETS)])[0]
+    zero = gligen.generate([request_for(gligen, plain)])[0]
+    off = ungrounded.generate([request_for(ungrounded, TWO_PETS)])[0]
     assert np.array_equal(_pixels(zero), _pixels(off))
 
 
@@ -252,8 +242,8 @@ def test_multidiffusion_takes_masks(multidiffusion):
     adapted, notes = multidiffusion.adapt(layout)
     assert adapted.entities[0].mask is not None and not notes
     boxed = Layout(id="l-shape", prompt="a garden", entities=(Entity("a snake", layout.entities[0].bbox),), width=64, height=64)
-    with_mask = multidiffusion.generate([_request(multidiffusion, adapted)])[0]
-    with_box = multidiffusion.generate([_request(multidiffusion, boxed)])[0]
+    with_mask = multidiffusion.generate([request_for(multidiffusion, adapted)])[0]
+    with_box = multidiffusion.generate([request_for(multidiffusion, boxed)])[0]
     assert np.abs(_pixels(with_mask) - _pixels(with_box)).mean() > 0.5
 
 
@@ -268,7 +258,7 @@ def test_real_weights_generate(name):
 
     generator = generator_class(name)(profile="full", device="cuda")
     try:
-        images = generator.generate([_request(generator, TWO_PETS), _request(generator, EMPTY, index=1)])
+        images = generator.generate([request_for(generator, TWO_PETS), request_for(generator, EMPTY, index=1)])
         assert [im.size for im in images] == [(512, 512), (512, 512)]
         assert all(_pixels(im).std() > 5 for im in images)
     finally:

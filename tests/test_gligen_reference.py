@@ -14,13 +14,7 @@ import pytest
 from eligen_bench.layout import Entity, Layout
 from eligen_bench.requests import GenerationRequest
 
-TWO_PETS = Layout(
-    id="two-pets",
-    prompt="a cat and a dog on a sofa",
-    entities=(Entity("a cat", (0.1, 0.1, 0.5, 0.6)), Entity("a dog", (0.4, 0.3, 0.9, 0.9))),
-    width=512,
-    height=512,
-)
+from fixtures import TWO_PETS
 
 
 def reference_alphas(length: int, alpha_type: list[float]) -> list[float]:

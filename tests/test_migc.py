@@ -13,23 +13,10 @@ import torch.nn.functional as F
 
 from eligen_bench.errors import InputError
 from eligen_bench.layout import Entity, Layout
-from eligen_bench.requests import GenerationRequest
 
-from fixtures import write_small_suite
+from fixtures import TWO_PETS, request_for, write_small_suite
 
 KEYS_FIXTURE = Path(__file__).parent / "migc_sd14_keys.txt"
-
-TWO_PETS = Layout(
-    id="two-pets",
-    prompt="a cat and a dog on a sofa",
-    entities=(Entity("a cat", (0.1, 0.1, 0.5, 0.6)), Entity("a dog", (0.4, 0.3, 0.9, 0.9))),
-    width=512,
-    height=512,
-)
-
-
-def _request(generator, layout: Layout, seed: int = 1234) -> GenerationRequest:
-    return GenerationRequest(layout=layout, seed_index=0, seed=seed, generator=generator.identity())
 
 
 @pytest.fixture(scope="module")
@@ -419,13 +406,13 @@ def test_step_schedule_follows_the_reference_comparisons():
 
 
 def test_tiny_generator_is_deterministic_and_controlled(migc):
-    a = np.asarray(migc.generate([_request(migc, TWO_PETS)])[0]).astype(np.int16)
-    b = np.asarray(migc.generate([_request(migc, TWO_PETS)])[0]).astype(np.int16)
+    a = np.asarray(migc.generate([request_for(migc, TWO_PETS)])[0]).astype(np.int16)
+    b = np.asarray(migc.generate([request_for(migc, TWO_PETS)])[0]).astype(np.int16)
     assert a.shape == (64, 64, 3) and np.array_equal(a, b)
     state = migc._parts["state"]
     state.migc_steps = -1  # no MIGC step: the same noise gives another image
     try:
-        plain = np.asarray(migc.generate([_request(migc, TWO_PETS)])[0]).astype(np.int16)
+        plain = np.asarray(migc.generate([request_for(migc, TWO_PETS)])[0]).astype(np.int16)
     finally:
         state.migc_steps = migc.settings["migc_steps"]
     assert np.abs(a - plain).max() > 0

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from importlib import metadata
 
 import pytest
 
 from eligen_bench import registry
 from eligen_bench.cli import main
+
+from fixtures import add_generator_entry
 
 BUILT_IN_GENERATORS = {"flux", "eligen", "regional-flux", "gligen", "multidiffusion", "migc", "instancediffusion"}
 BUILT_IN_METRICS = {"miou", "clip_entity", "clip_global", "aesthetic", "vlm_success", "pickscore", "mps"}
@@ -47,15 +48,7 @@ def test_every_built_in_names_its_reference_in_ls(capsys) -> None:
 
 
 def test_broken_plugin_is_reported_not_fatal(monkeypatch, capsys) -> None:
-    real = metadata.entry_points
-
-    def with_broken(**kwargs):
-        found = list(real(**kwargs))
-        if kwargs.get("group") == registry.GROUPS["generator"]:
-            found.append(metadata.EntryPoint("broken", "no_such_module:Thing", registry.GROUPS["generator"]))
-        return found
-
-    monkeypatch.setattr(metadata, "entry_points", with_broken)
+    add_generator_entry(monkeypatch, "broken", "no_such_module:Thing")
     assert main(["ls"]) == 0
     out = capsys.readouterr().out
     assert "broken" in out and "BROKEN" in out and "no_such_module" in out
