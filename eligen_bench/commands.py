@@ -167,10 +167,8 @@ def score(args: argparse.Namespace) -> int:
 def _make_metrics(text: str | None, *, profile: str, device: str | None, batch_size: int) -> dict[str, Metric]:
     specs = parse_specs(text or _defaults("metric"), kind="metric")
     cache = ModelCache()  # one per run: metrics on the same backbone share it
-    metrics = {s.label: make_metric(s, profile=profile, device=device, cache=cache, batch_size=batch_size)
-               for s in specs}
-    check_metric_keys(metrics, {})
-    return metrics
+    return {s.label: make_metric(s, profile=profile, device=device, cache=cache, batch_size=batch_size)
+            for s in specs}
 
 
 def check_metric_keys(metrics: dict[str, Metric], recorded: dict[str, Any]) -> None:
