@@ -34,7 +34,7 @@ def box_token_masks(entities: int, size: int, seed: int) -> Any:
     import numpy as np
     import torch
 
-    from eligen_bench.generators.regional_attention import latent_token_masks
+    from eligen_bench.generators.flux.attention import latent_token_masks
 
     rng = np.random.default_rng(seed + entities)
     masks = []

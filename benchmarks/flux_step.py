@@ -91,7 +91,7 @@ def build_transformer(shape: Shape, device: str) -> Any:
     import torch
     from diffusers import FluxTransformer2DModel
 
-    from eligen_bench.generators import flux_regional
+    from eligen_bench.generators.flux import regional as flux_regional
 
     torch.manual_seed(SEED)
     previous = torch.get_default_dtype()
@@ -265,13 +265,13 @@ def eligen_methods(device: str) -> list[tuple[str, str, str]]:
 
 def run_entities(model: Any, shape: Shape, entities: int, ctx: dict[str, Any]) -> list[Row]:
     """Every variant at one entity count, the dense reference first."""
-    from eligen_bench.generators.flux_regional import (
+    from eligen_bench.generators.flux.attention import allowed_fraction, build_plan
+    from eligen_bench.generators.flux.attention_flex import prompting_bits
+    from eligen_bench.generators.flux.regional import (
         EliGenControl,
         RegionalPromptingControl,
         regional_prompting_mask,
     )
-    from eligen_bench.generators.regional_attention import allowed_fraction, build_plan
-    from eligen_bench.generators.regional_flex import prompting_bits
 
     device, params, rate = ctx["device"], ctx["params"], ctx["rate"]
     masks = box_masks(entities, shape)
@@ -363,7 +363,11 @@ def print_targets(rows: list[Row], auto: str, device: str) -> None:
 
 def print_seconds_per_image(rows: list[Row], auto: str, note: str) -> None:
     """Seconds per image at each generator's defaults, from the measured forwards."""
-    from eligen_bench.generators.flux import EliGenGenerator, FluxGenerator, RegionalFluxGenerator
+    from eligen_bench.generators.flux.generator import (
+        EliGenGenerator,
+        FluxGenerator,
+        RegionalFluxGenerator,
+    )
 
     by = {(r.entities, r.name): r.seconds for r in rows}
     f, e, rp = FluxGenerator.defaults, EliGenGenerator.defaults, RegionalFluxGenerator.defaults
@@ -389,8 +393,8 @@ def compile_variant(model: Any, shape: Shape, ctx: dict[str, Any], entities: int
     """torch.compile of the whole transformer: plain FLUX and EliGen (auto) vs eager."""
     import torch
 
-    from eligen_bench.generators.flux_regional import EliGenControl
-    from eligen_bench.generators.regional_attention import build_plan
+    from eligen_bench.generators.flux.attention import build_plan
+    from eligen_bench.generators.flux.regional import EliGenControl
 
     device, repeats = ctx["device"], ctx["repeats"]
     compiled = torch.compile(model, dynamic=False)
@@ -411,8 +415,8 @@ def compile_variant(model: Any, shape: Shape, ctx: dict[str, Any], entities: int
 
 def batch_cfg_variant(model: Any, shape: Shape, ctx: dict[str, Any], entities: int) -> None:
     """Both CFG branches in one batch-2 forward vs two batch-1 forwards."""
-    from eligen_bench.generators.flux_regional import EliGenControl
-    from eligen_bench.generators.regional_attention import build_plan
+    from eligen_bench.generators.flux.attention import build_plan
+    from eligen_bench.generators.flux.regional import EliGenControl
 
     device, repeats = ctx["device"], ctx["repeats"]
     plan = build_plan([shape.prompt_tokens] * (entities + 1), box_masks(entities, shape)).to(device)
@@ -430,7 +434,7 @@ def batch_cfg_variant(model: Any, shape: Shape, ctx: dict[str, Any], entities: i
 def main(argv: list[str] | None = None) -> None:
     import torch
 
-    from eligen_bench.generators.regional_attention import auto_method
+    from eligen_bench.generators.flux.attention import auto_method
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")

@@ -57,8 +57,8 @@ def make_items(folder: Path, count: int, size: int, seed: int) -> list[Any]:
     import numpy as np
     from PIL import Image
 
+    from eligen_bench.api.metric import ScoreItem
     from eligen_bench.hashing import file_sha256
-    from eligen_bench.metrics.base import ScoreItem
 
     rng = np.random.default_rng(seed)
     layouts = make_layouts()
@@ -83,7 +83,7 @@ def warmup_item(folder: Path, size: int) -> Any:
 
 def time_run(cls: type, model: Any, items: list, warm: Any, batch_size: int, args: argparse.Namespace) -> float:
     """Images per second of one scoring pass on a fresh cache (after one warm-up call)."""
-    from eligen_bench.metrics.base import ModelCache
+    from eligen_bench.api.metric import ModelCache
 
     metric = cls(profile=args.profile, device=args.device, cache=ModelCache(), batch_size=batch_size, model=model)
     metric.score([warm])
@@ -93,7 +93,7 @@ def time_run(cls: type, model: Any, items: list, warm: Any, batch_size: int, arg
 
 
 def bench_metric(name: str, entry: Any, items: list, warm: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from eligen_bench.metrics.base import ModelCache
+    from eligen_bench.api.metric import ModelCache
 
     cls = entry.load()
     start = time.perf_counter()

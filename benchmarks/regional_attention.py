@@ -35,7 +35,7 @@ VARIANTS = ("reference", "ours", "plain")
 
 def make_plan(entities: int, seed: int = SEED):
     """Plan of `entities` random box masks at 1024x1024 (boxes 1/4 to 5/8 of each side)."""
-    from eligen_bench.generators.regional_attention import build_plan
+    from eligen_bench.generators.flux.attention import build_plan
 
     return build_plan([PROMPT_TOKENS] * (entities + 1), box_token_masks(entities, SIZE, seed))
 
@@ -57,7 +57,7 @@ def variant_fn(name: str, q, k, v, plan, prebuilt_mask: bool):
     """
     import torch.nn.functional as F
 
-    from eligen_bench.generators.regional_attention import (
+    from eligen_bench.generators.flux.attention import (
         additive_mask,
         reference_attention,
         regional_attention,
@@ -125,7 +125,7 @@ def run_peak(entities: int, name: str, args: argparse.Namespace) -> float:
 
 def max_abs_diff(entities: int, heads: int, device: str) -> float:
     """Largest |ours - reference| over all outputs."""
-    from eligen_bench.generators.regional_attention import reference_attention, regional_attention
+    from eligen_bench.generators.flux.attention import reference_attention, regional_attention
 
     plan = make_plan(entities).to(device)
     q, k, v = make_inputs(plan, heads, device)
@@ -135,7 +135,7 @@ def max_abs_diff(entities: int, heads: int, device: str) -> float:
 
 def table(args: argparse.Namespace) -> list[str]:
     """Measure every cell and format the Markdown table."""
-    from eligen_bench.generators.regional_attention import allowed_fraction
+    from eligen_bench.generators.flux.attention import allowed_fraction
 
     lines = [
         "| entities | L | allowed pairs | (a) reference s | (b) ours s | (c) unmasked s | (b)/(a) | (b)/(c) "

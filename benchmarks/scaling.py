@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from eligen_bench.generators.base import Capabilities, Generator
-from eligen_bench.metrics.base import Metric, ScoreItem, ScoreRow, row
+from eligen_bench.api.generator import Capabilities, Generator
+from eligen_bench.api.metric import Metric, ScoreItem, ScoreRow, row
 from eligen_bench.requests import GenerationRequest
 
 

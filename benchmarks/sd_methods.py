@@ -52,13 +52,13 @@ from typing import Any
 
 from bench_common import cpu_name
 
-from eligen_bench.generators.base import Generator
-from eligen_bench.generators.gligen import GligenGenerator
-from eligen_bench.generators.instancediffusion import InstanceDiffusionGenerator
-from eligen_bench.generators.instdiff_checkpoint import SD15_UNET_CONFIG
-from eligen_bench.generators.instdiff_unifusion import UniFusionConfig
-from eligen_bench.generators.migc import MigcGenerator
-from eligen_bench.generators.multidiffusion import MultiDiffusionGenerator
+from eligen_bench.api.generator import Generator
+from eligen_bench.generators.instancediffusion.checkpoint import SD15_UNET_CONFIG
+from eligen_bench.generators.instancediffusion.generator import InstanceDiffusionGenerator
+from eligen_bench.generators.instancediffusion.unifusion import UniFusionConfig
+from eligen_bench.generators.migc.generator import MigcGenerator
+from eligen_bench.generators.stable_diffusion.gligen import GligenGenerator
+from eligen_bench.generators.stable_diffusion.multidiffusion import MultiDiffusionGenerator
 from eligen_bench.layout import Entity, Layout
 from eligen_bench.requests import GenerationRequest
 
@@ -197,9 +197,9 @@ def write_migc_checkpoint(path: Path, scale: Scale, device: str) -> Path:
     import torch
     from diffusers import UNet2DConditionModel
 
-    from eligen_bench.generators.migc import TINY_LAYERS
-    from eligen_bench.generators.migc_checkpoint import attention_path, ldm_key
-    from eligen_bench.generators.migc_controller import MIGCLayer
+    from eligen_bench.generators.migc.checkpoint import attention_path, ldm_key
+    from eligen_bench.generators.migc.controller import MIGCLayer
+    from eligen_bench.generators.migc.generator import TINY_LAYERS
 
     config = unet_config("sd1", scale)
     with torch.device("meta"):
@@ -219,8 +219,8 @@ def write_instdiff_checkpoint(path: Path, scale: Scale, device: str) -> Path:
     the official LDM key names, the layout of `instancediffusion_sd15.pth`."""
     import torch
 
-    from eligen_bench.generators.instdiff_checkpoint import build_unet
-    from eligen_bench.generators.instdiff_tiny import ldm_key
+    from eligen_bench.generators.instancediffusion.checkpoint import build_unet
+    from eligen_bench.generators.instancediffusion.tiny import ldm_key
 
     config = instdiff_unet_config(scale)
     unet = _random_modules(lambda: build_unet(config, scale.unifusion), device)

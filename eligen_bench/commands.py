@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from eligen_bench import registry
+from eligen_bench.api.metric import Metric, ModelCache, ScoreItem
 from eligen_bench.errors import InputError
 from eligen_bench.executors.base import Executor
 from eligen_bench.executors.dispatch import make_executor, record_execution, wait_for_images
 from eligen_bench.executors.shard import Shard, parse_shard
-from eligen_bench.metrics.base import Metric, ModelCache, ScoreItem
 from eligen_bench.plugins import make_generator, make_metric
 from eligen_bench.registry import PluginError
 from eligen_bench.rundir import RunDir

@@ -20,8 +20,8 @@ GROUPS = {
     "suite": "eligen_bench.suites",
 }
 BASES = {
-    "generator": ("eligen_bench.generators.base", "Generator"),
-    "metric": ("eligen_bench.metrics.base", "Metric"),
+    "generator": ("eligen_bench.api.generator", "Generator"),
+    "metric": ("eligen_bench.api.metric", "Metric"),
 }
 """The class every plugin of a kind must subclass (suites are loader functions)."""
 

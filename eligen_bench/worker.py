@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from eligen_bench.api.generator import Capabilities, Generator
 from eligen_bench.errors import InputError, WorkerError
-from eligen_bench.generators.base import Capabilities, Generator
 from eligen_bench.hashing import file_sha256
 from eligen_bench.layout import Layout, short_repr
 from eligen_bench.requests import GenerationRequest

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from eligen_bench.generators.base import Capabilities, Generator
-from eligen_bench.metrics.base import Metric, ScoreItem, ScoreRow, row
+from eligen_bench.api.generator import Capabilities, Generator
+from eligen_bench.api.metric import Metric, ScoreItem, ScoreRow, row
 from eligen_bench.requests import GenerationRequest
 
 

@@ -61,7 +61,7 @@ def test_cpu_is_a_device(tmp_path, capsys) -> None:
     ("os:system", "'os:system' is a builtin_function_or_method, not a generator"),
     ("os:path", "'os:path' is a module, not a generator"),
     ("json:JSONDecoder", "is the class JSONDecoder, not a generator"),
-    ("eligen_bench.generators.base:Generator", "is abstract"),
+    ("eligen_bench.api.generator:Generator", "is abstract"),
     ("harness_plugins:RegionFill", "is the class RegionFill, not a generator"),
     ("no_such_module_here:Thing", "cannot import"),
 ])
@@ -72,7 +72,7 @@ def test_generator_targets_that_are_not_generators(tmp_path, capsys, target, exp
     assert "\n" not in err and expected in err
 
 
-@pytest.mark.parametrize("target", ["os:system", "harness_plugins:BoxPainter", "eligen_bench.metrics.base:Metric"])
+@pytest.mark.parametrize("target", ["os:system", "harness_plugins:BoxPainter", "eligen_bench.api.metric:Metric"])
 def test_metric_targets_that_are_not_metrics(tmp_path, capsys, target) -> None:
     suite = write_small_suite(tmp_path / "s.jsonl")
     assert main(["run", "--suite", str(suite), "--generators", PAINTER, "--metrics", target, "--dry-run"]) == 2

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from eligen_bench import registry
+from eligen_bench.api.generator import MAX_ENTITIES, Capabilities
 from eligen_bench.cli import main
-from eligen_bench.generators.base import MAX_ENTITIES, Capabilities
 
 CROWD = 10_000
 

@@ -15,21 +15,21 @@ import torch.nn.functional as F
 from PIL import Image
 
 from eligen_bench.errors import InputError
-from eligen_bench.generators import flux as flux_module
-from eligen_bench.generators.flux import (
+from eligen_bench.generators.flux import generator as flux_module
+from eligen_bench.generators.flux.generator import (
     ELIGEN_NEGATIVE_PROMPT,
     EliGenGenerator,
     RegionalFluxGenerator,
 )
-from eligen_bench.generators.flux_lora import convert_diffsynth_lora, random_diffsynth_lora
-from eligen_bench.generators.flux_regions import (
+from eligen_bench.generators.flux.lora import convert_diffsynth_lora, random_diffsynth_lora
+from eligen_bench.generators.flux.regions import (
     eligen_foreground,
     eligen_token_masks,
     regional_background,
     regional_token_masks,
 )
-from eligen_bench.generators.flux_sampling import Conditioning, denoise, diffsynth_sigmas
-from eligen_bench.generators.multidiffusion import region_masks
+from eligen_bench.generators.flux.sampling import Conditioning, denoise, diffsynth_sigmas
+from eligen_bench.generators.stable_diffusion.multidiffusion import region_masks
 from eligen_bench.layout import Entity, Layout, Mask, box_region
 
 

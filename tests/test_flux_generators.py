@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import save_file
 
 from eligen_bench.errors import InputError
-from eligen_bench.generators import flux_regional
-from eligen_bench.generators.flux import (
+from eligen_bench.generators.flux import regional as flux_regional
+from eligen_bench.generators.flux.attention import build_plan
+from eligen_bench.generators.flux.generator import (
     EliGenGenerator,
     FluxGenerator,
     RegionalFluxGenerator,
@@ -20,20 +21,19 @@ from eligen_bench.generators.flux import (
     load_flux_pipeline,
     write_tiny_lora,
 )
-from eligen_bench.generators.flux_lora import (
+from eligen_bench.generators.flux.lora import (
     convert_diffsynth_lora,
     load_eligen_lora,
     random_diffsynth_lora,
     resolve_lora_file,
 )
-from eligen_bench.generators.flux_regional import (
+from eligen_bench.generators.flux.regional import (
     EliGenControl,
     RegionalProcessor,
     RegionalPromptingControl,
     regional_prompting_mask,
 )
-from eligen_bench.generators.flux_sampling import Conditioning, diffsynth_sigmas, predict
-from eligen_bench.generators.regional_attention import build_plan
+from eligen_bench.generators.flux.sampling import Conditioning, diffsynth_sigmas, predict
 from eligen_bench.layout import Entity, Layout, Mask
 from eligen_bench.requests import GenerationRequest
 

@@ -28,7 +28,7 @@ def _pixels(image) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def gligen():
-    from eligen_bench.generators.gligen import GligenGenerator
+    from eligen_bench.generators.stable_diffusion.gligen import GligenGenerator
 
     generator = GligenGenerator(profile="tiny", device="cpu")
     generator.ensure_loaded()
@@ -38,7 +38,7 @@ def gligen():
 
 @pytest.fixture(scope="module")
 def multidiffusion():
-    from eligen_bench.generators.multidiffusion import MultiDiffusionGenerator
+    from eligen_bench.generators.stable_diffusion.multidiffusion import MultiDiffusionGenerator
 
     generator = MultiDiffusionGenerator(profile="tiny", device="cpu")
     generator.ensure_loaded()
@@ -103,8 +103,8 @@ def test_entities_change_the_image(any_generator):
 
 
 def test_unknown_option_and_bad_values_rejected():
-    from eligen_bench.generators.gligen import GligenGenerator
-    from eligen_bench.generators.multidiffusion import MultiDiffusionGenerator
+    from eligen_bench.generators.stable_diffusion.gligen import GligenGenerator
+    from eligen_bench.generators.stable_diffusion.multidiffusion import MultiDiffusionGenerator
 
     with pytest.raises(InputError, match="unknown option"):
         GligenGenerator(profile="tiny", cfg=3)
@@ -123,7 +123,7 @@ def test_unknown_option_and_bad_values_rejected():
 
 
 def test_gligen_reference_defaults():
-    from eligen_bench.generators.gligen import GligenGenerator
+    from eligen_bench.generators.stable_diffusion.gligen import GligenGenerator
 
     full = GligenGenerator(profile="full")
     assert full.settings["model"] == "masterful/gligen-1-4-generation-text-box"
@@ -160,7 +160,7 @@ def test_gligen_masks_become_boxes(gligen):
 
 def test_gligen_zero_entities_is_plain_sd(gligen):
     """With grounding off (beta 0) the phrases never act, which is what zero entities run."""
-    from eligen_bench.generators.gligen import GligenGenerator
+    from eligen_bench.generators.stable_diffusion.gligen import GligenGenerator
 
     ungrounded = GligenGenerator(profile="tiny", device="cpu", gligen_scheduled_sampling_beta=0.0)
     ungrounded._pipe, ungrounded._loaded = gligen._pipe, True  # same weights, no second build
@@ -174,8 +174,8 @@ def test_gligen_zero_entities_is_plain_sd(gligen):
 
 
 def test_multidiffusion_reference_defaults():
-    from eligen_bench.generators.base import MAX_ENTITIES
-    from eligen_bench.generators.multidiffusion import MultiDiffusionGenerator
+    from eligen_bench.api.generator import MAX_ENTITIES
+    from eligen_bench.generators.stable_diffusion.multidiffusion import MultiDiffusionGenerator
 
     full = MultiDiffusionGenerator(profile="full")
     assert full.settings["model"] == "stabilityai/stable-diffusion-2-base"
@@ -188,7 +188,7 @@ def test_multidiffusion_reference_defaults():
 def test_fusion_disjoint_regions_keep_their_own_prediction():
     import torch
 
-    from eligen_bench.generators.multidiffusion import fuse_regions
+    from eligen_bench.generators.stable_diffusion.multidiffusion import fuse_regions
 
     predictions = torch.stack([torch.full((2, 4, 4), 1.0), torch.full((2, 4, 4), 5.0), torch.full((2, 4, 4), -3.0)])
     masks = torch.zeros(3, 1, 4, 4)
@@ -205,7 +205,7 @@ def test_fusion_disjoint_regions_keep_their_own_prediction():
 def test_fusion_overlap_is_the_average_and_uncovered_is_zero():
     import torch
 
-    from eligen_bench.generators.multidiffusion import fuse_regions
+    from eligen_bench.generators.stable_diffusion.multidiffusion import fuse_regions
 
     generator = torch.Generator().manual_seed(0)
     predictions = torch.randn(3, 4, 3, 3, generator=generator)
@@ -219,7 +219,7 @@ def test_fusion_overlap_is_the_average_and_uncovered_is_zero():
 
 
 def test_region_masks_background_is_the_complement():
-    from eligen_bench.generators.multidiffusion import region_masks
+    from eligen_bench.generators.stable_diffusion.multidiffusion import region_masks
 
     masks = region_masks(TWO_PETS, 8, 8)
     assert masks.shape == (3, 8, 8)

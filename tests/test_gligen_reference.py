@@ -34,7 +34,7 @@ def reference_alpha_per_model_call(steps: int, beta: float) -> list[float]:
 
 
 def test_grounded_call_count_at_the_reference_settings() -> None:
-    from eligen_bench.generators.gligen import build_sampler, grounded_unet_calls
+    from eligen_bench.generators.stable_diffusion.gligen import build_sampler, grounded_unet_calls
 
     expected = sum(alpha == 1 for alpha in reference_alpha_per_model_call(50, 0.3))
     assert expected == 16  # 15 PLMS steps, the first evaluated twice
@@ -47,7 +47,7 @@ def test_grounded_unet_calls_follow_the_reference_in_the_pipeline() -> None:
     `int(0.3 * 11)` would ground 3 calls."""
     from diffusers.models.attention import GatedSelfAttentionDense
 
-    from eligen_bench.generators.gligen import GligenGenerator
+    from eligen_bench.generators.stable_diffusion.gligen import GligenGenerator
 
     steps, beta = 10, 0.3
     generator = GligenGenerator(profile="tiny", device="cpu", steps=steps, gligen_scheduled_sampling_beta=beta)
@@ -96,7 +96,7 @@ def reference_plms(eps, x: np.ndarray, steps: int) -> np.ndarray:
 def test_plms_sampler_is_the_reference_plms() -> None:
     import torch
 
-    from eligen_bench.generators.gligen import build_sampler
+    from eligen_bench.generators.stable_diffusion.gligen import build_sampler
 
     def eps(x, t):  # any smooth noise predictor that depends on x and t
         return np.sin(x * 0.7 + float(t) / 300.0) * 0.8
@@ -120,7 +120,8 @@ def test_plms_sampler_is_the_reference_plms() -> None:
 def test_default_sampler_is_plms_whatever_the_checkpoint_ships(tmp_path) -> None:
     from diffusers import DDIMScheduler, PNDMScheduler
 
-    from eligen_bench.generators.gligen import GligenGenerator, build_tiny_sd_pipeline
+    from eligen_bench.generators.stable_diffusion.common import build_tiny_sd_pipeline
+    from eligen_bench.generators.stable_diffusion.gligen import GligenGenerator
 
     build_tiny_sd_pipeline(str(tmp_path), gated=True)
     # As diffusers' scripts/convert_gligen_to_diffusers.py writes it.
@@ -144,7 +145,7 @@ LONG = " ".join(["a very small red wooden toy car with shiny wheels"] * 10)  # a
 
 def test_long_phrase_is_truncated_and_counted_through_the_cli(tmp_path) -> None:
     from eligen_bench.cli import main
-    from eligen_bench.generators.gligen import TRUNCATED_NOTE
+    from eligen_bench.generators.stable_diffusion.gligen import TRUNCATED_NOTE
     from eligen_bench.suite import Suite
     from eligen_bench.tiny import clip_tokenizer
 
@@ -169,8 +170,8 @@ def test_long_phrase_is_truncated_and_counted_through_the_cli(tmp_path) -> None:
 
 
 def test_reference_is_declared() -> None:
-    from eligen_bench.generators.gligen import GligenGenerator
-    from eligen_bench.generators.multidiffusion import MultiDiffusionGenerator
+    from eligen_bench.generators.stable_diffusion.gligen import GligenGenerator
+    from eligen_bench.generators.stable_diffusion.multidiffusion import MultiDiffusionGenerator
 
     assert GligenGenerator.reference.startswith("gligen/GLIGEN@f9dccb9")
     assert MultiDiffusionGenerator.reference.startswith("omerbt/MultiDiffusion@69bcdce")
@@ -178,11 +179,8 @@ def test_reference_is_declared() -> None:
 
 def test_full_profile_counts_with_the_checkpoint_tokenizer(tmp_path) -> None:
     from eligen_bench.errors import InputError
-    from eligen_bench.generators.gligen import (
-        TRUNCATED_NOTE,
-        GligenGenerator,
-        build_tiny_sd_pipeline,
-    )
+    from eligen_bench.generators.stable_diffusion.common import build_tiny_sd_pipeline
+    from eligen_bench.generators.stable_diffusion.gligen import TRUNCATED_NOTE, GligenGenerator
 
     build_tiny_sd_pipeline(str(tmp_path / "ckpt"), gated=True)
     generator = GligenGenerator(profile="full", device="cpu", model=str(tmp_path / "ckpt"))

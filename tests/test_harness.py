@@ -181,8 +181,8 @@ def test_written_files_have_ordinary_permissions(tmp_path) -> None:
 
 
 def test_adapt_notes_say_what_each_method_did_with_the_entities() -> None:
-    from eligen_bench.generators.flux import FluxGenerator
-    from eligen_bench.generators.gligen import GligenGenerator
+    from eligen_bench.generators.flux.generator import FluxGenerator
+    from eligen_bench.generators.stable_diffusion.gligen import GligenGenerator
 
     masked = small_suite().layouts[-1]
     assert masked.has_masks

@@ -33,7 +33,7 @@ def _square_mask(size: int, rows: slice, cols: slice) -> Mask:
 
 
 def test_boxes_points_padding_and_slots_hand_worked():
-    from eligen_bench.generators.instdiff_layout import layout_grounding
+    from eligen_bench.generators.instancediffusion.layout import layout_grounding
 
     layout = _layout([Entity("a cat", (0.1, 0.2, 0.5, 0.6)), Entity("a dog", (0.5, 0.0, 1.0, 0.4))])
     g = layout_grounding(layout, use_masks=False)
@@ -48,7 +48,7 @@ def test_boxes_points_padding_and_slots_hand_worked():
 
 
 def test_instance_input_holds_one_instance_in_slot_zero():
-    from eligen_bench.generators.instdiff_layout import instance_grounding
+    from eligen_bench.generators.instancediffusion.layout import instance_grounding
 
     layout = _layout([Entity("a cat", (0.1, 0.2, 0.5, 0.6)), Entity("a dog", (0.5, 0.0, 1.0, 0.4))])
     g = instance_grounding(layout, 1, use_masks=False)
@@ -65,7 +65,10 @@ def test_mask_polygon_and_seg_hand_worked():
     y in 2..7 in padded coordinates (columns 3..6 shifted by one, +-1 for the surrounding ring).
     Inside points: 16 pixels, fewer than 128, so drawn with replacement from the mask itself.
     """
-    from eligen_bench.generators.instdiff_layout import layout_grounding, sample_sparse_points
+    from eligen_bench.generators.instancediffusion.layout import (
+        layout_grounding,
+        sample_sparse_points,
+    )
 
     mask = np.zeros((16, 16), np.uint8)
     mask[2:6, 3:7] = 1
@@ -90,8 +93,8 @@ def test_mask_polygon_and_seg_hand_worked():
 
 
 def test_masked_layout_entity_without_mask_takes_its_box():
-    from eligen_bench.generators.instancediffusion import InstanceDiffusionGenerator
-    from eligen_bench.generators.instdiff_layout import layout_grounding
+    from eligen_bench.generators.instancediffusion.generator import InstanceDiffusionGenerator
+    from eligen_bench.generators.instancediffusion.layout import layout_grounding
 
     masked = Entity("a pond", (0.0, 0.0, 0.5, 0.5), mask=_square_mask(16, slice(0, 8), slice(0, 8)))
     boxed = Entity("a tree", (0.5, 0.5, 1.0, 1.0))
@@ -103,7 +106,7 @@ def test_masked_layout_entity_without_mask_takes_its_box():
 
 
 def test_more_than_30_entities_rejected_before_any_work():
-    from eligen_bench.generators.instancediffusion import InstanceDiffusionGenerator
+    from eligen_bench.generators.instancediffusion.generator import InstanceDiffusionGenerator
 
     generator = InstanceDiffusionGenerator(profile="tiny")
     layout = _layout([Entity(f"thing {i}", (0.0, 0.0, 0.5, 0.5)) for i in range(31)])
@@ -113,7 +116,7 @@ def test_more_than_30_entities_rejected_before_any_work():
 
 
 def test_defaults_and_declarations():
-    from eligen_bench.generators.instancediffusion import InstanceDiffusionGenerator
+    from eligen_bench.generators.instancediffusion.generator import InstanceDiffusionGenerator
     from eligen_bench.registry import generator_class
 
     cls = generator_class("instancediffusion")
@@ -146,14 +149,14 @@ def test_real_key_list_maps_completely_onto_the_model():
     parameter is given; our inverse naming (used by the tiny checkpoint) gives back the same list."""
     from accelerate import init_empty_weights
 
-    from eligen_bench.generators.instdiff_checkpoint import (
+    from eligen_bench.generators.instancediffusion.checkpoint import (
         SD15_UNET_CONFIG,
         build_unet,
         check_keys,
         convert_state_dict,
     )
-    from eligen_bench.generators.instdiff_tiny import ldm_key
-    from eligen_bench.generators.instdiff_unifusion import UniFusionConfig
+    from eligen_bench.generators.instancediffusion.tiny import ldm_key
+    from eligen_bench.generators.instancediffusion.unifusion import UniFusionConfig
 
     state = _fixture_state()
     config = UniFusionConfig.from_state_dict(state)
@@ -173,13 +176,13 @@ def test_real_key_list_maps_completely_onto_the_model():
 def test_checkpoint_with_a_missing_and_an_unexpected_key_fails_naming_them():
     from accelerate import init_empty_weights
 
-    from eligen_bench.generators.instdiff_checkpoint import (
+    from eligen_bench.generators.instancediffusion.checkpoint import (
         SD15_UNET_CONFIG,
         build_unet,
         check_keys,
         convert_state_dict,
     )
-    from eligen_bench.generators.instdiff_unifusion import UniFusionConfig
+    from eligen_bench.generators.instancediffusion.unifusion import UniFusionConfig
 
     state = _fixture_state()
     del state["scaleu_s_3"]
@@ -200,8 +203,8 @@ def test_checkpoint_with_a_missing_and_an_unexpected_key_fails_naming_them():
 def test_tiny_checkpoint_reads_back_through_the_real_loader(tmp_path):
     import torch
 
-    from eligen_bench.generators.instdiff_checkpoint import load_unet, read_checkpoint
-    from eligen_bench.generators.instdiff_tiny import (
+    from eligen_bench.generators.instancediffusion.checkpoint import load_unet, read_checkpoint
+    from eligen_bench.generators.instancediffusion.tiny import (
         TINY_UNET_CONFIG,
         build_tiny_model,
         write_tiny_checkpoint,
@@ -226,7 +229,7 @@ def test_fourier_embedding_matches_reference_order():
     100^(k/16), sin of every coordinate then cos of every coordinate."""
     import torch
 
-    from eligen_bench.generators.instdiff_unifusion import fourier_embed
+    from eligen_bench.generators.instancediffusion.unifusion import fourier_embed
 
     x = torch.tensor([[0.1, 0.2, 0.7, 0.9]])
     parts = []
@@ -240,8 +243,8 @@ def test_null_slots_take_the_learned_null_features():
     """With every slot empty the box token of each slot is MLP([null text, null box]) for all 30."""
     import torch
 
-    from eligen_bench.generators.instdiff_tiny import TINY_UNIFUSION
-    from eligen_bench.generators.instdiff_unifusion import UniFusion
+    from eligen_bench.generators.instancediffusion.tiny import TINY_UNIFUSION
+    from eligen_bench.generators.instancediffusion.unifusion import UniFusion
 
     torch.manual_seed(0)
     net = UniFusion(TINY_UNIFUSION)
@@ -268,7 +271,7 @@ def test_scaleu_matches_an_independent_transcription():
     """h * (tanh(b) + 1) channel-wise; skip with its 2x2 spectral centre scaled by tanh(s) + 1."""
     import torch
 
-    from eligen_bench.generators.instdiff_scaleu import ScaleU
+    from eligen_bench.generators.instancediffusion.scaleu import ScaleU
 
     torch.manual_seed(1)
     scaleu = ScaleU([3])
@@ -289,7 +292,7 @@ def test_scaleu_at_zero_is_the_identity_inside_the_unet():
     import torch
     from diffusers import UNet2DConditionModel
 
-    from eligen_bench.generators.instdiff_tiny import TINY_UNET_CONFIG, build_tiny_model
+    from eligen_bench.generators.instancediffusion.tiny import TINY_UNET_CONFIG, build_tiny_model
 
     unet = build_tiny_model()
     with torch.no_grad():
@@ -307,7 +310,7 @@ def test_gate_zero_is_plain_stable_diffusion():
     """Closed gates (tanh(0) = 0) make the grounded UNet equal the UNet run without grounding."""
     import torch
 
-    from eligen_bench.generators.instdiff_tiny import build_tiny_model
+    from eligen_bench.generators.instancediffusion.tiny import build_tiny_model
 
     unet = build_tiny_model()
     with torch.no_grad():
@@ -378,7 +381,7 @@ def _toy_eps(shift):
 def test_plms_and_mis_match_the_reference_procedure():
     import torch
 
-    from eligen_bench.generators.instdiff_sampler import PlmsSchedule, sample_mis
+    from eligen_bench.generators.instancediffusion.sampler import PlmsSchedule, sample_mis
 
     x = np.random.default_rng(0).standard_normal((1, 2, 3, 3))
     fns = [_toy_eps(0.0), _toy_eps(0.3), _toy_eps(-0.5)]
@@ -396,7 +399,7 @@ def test_mis_with_one_instance_identical_to_the_full_layout_equals_plain_samplin
     layout leaves plain PLMS unchanged, a different one does not."""
     import torch
 
-    from eligen_bench.generators.instdiff_sampler import PlmsSchedule, sample_mis
+    from eligen_bench.generators.instancediffusion.sampler import PlmsSchedule, sample_mis
 
     x = torch.randn(1, 2, 3, 3, dtype=torch.float64)
     f = lambda xt, t, a: torch.tanh(xt) * (1 + t / 1000)  # noqa: E731
@@ -408,7 +411,7 @@ def test_mis_with_one_instance_identical_to_the_full_layout_equals_plain_samplin
 
 
 def test_grounding_schedule():
-    from eligen_bench.generators.instdiff_sampler import grounding_alphas
+    from eligen_bench.generators.instancediffusion.sampler import grounding_alphas
 
     assert grounding_alphas(50, 1.0) == [1.0] * 50
     assert grounding_alphas(10, 0.75) == [1.0] * 7 + [0.0] * 3  # int(7.5) = 7
@@ -419,7 +422,7 @@ def test_grounding_schedule():
 
 @pytest.fixture(scope="module")
 def tiny():
-    from eligen_bench.generators.instancediffusion import InstanceDiffusionGenerator
+    from eligen_bench.generators.instancediffusion.generator import InstanceDiffusionGenerator
 
     generator = InstanceDiffusionGenerator(profile="tiny", device="cpu")
     yield generator

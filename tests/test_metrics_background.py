@@ -11,7 +11,7 @@ from PIL import Image
 
 from eligen_bench.cli import main
 from eligen_bench.layout import Layout
-from eligen_bench.metrics.background import MAX_PSNR, background_psnr
+from eligen_bench.metrics.inpainting.background import MAX_PSNR, background_psnr
 from eligen_bench.suite import Suite
 
 from fixtures import small_suite

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from eligen_bench.api.metric import ModelCache, ScoreItem
 from eligen_bench.errors import InputError
 from eligen_bench.hashing import file_sha256
 from eligen_bench.layout import Entity, Layout
-from eligen_bench.metrics import aesthetic as aes
-from eligen_bench.metrics.base import ModelCache, ScoreItem
-from eligen_bench.metrics.clip_scores import ClipEntity, ClipGlobal, Embedder, clip_score, crop_box
+from eligen_bench.metrics.clip.scores import ClipEntity, ClipGlobal, Embedder, clip_score, crop_box
+from eligen_bench.metrics.preference import aesthetic as aes
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ from open_clip.transformer import QuickGELU
 from torch import nn
 
 from eligen_bench.errors import InputError
-from eligen_bench.metrics import clip_scores as cs
-from eligen_bench.metrics.aesthetic import Aesthetic
-from eligen_bench.metrics.clip_scores import ClipEntity, ClipGlobal
+from eligen_bench.metrics.clip import scores as cs
+from eligen_bench.metrics.clip.scores import ClipEntity, ClipGlobal
+from eligen_bench.metrics.preference.aesthetic import Aesthetic
 
 
 def _trained_activation(model: str, tag: str) -> str:

@@ -10,13 +10,18 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from eligen_bench.api.metric import ModelCache, ScoreItem
 from eligen_bench.errors import InputError
 from eligen_bench.hashing import file_sha256
 from eligen_bench.layout import Entity, Layout, Mask
-from eligen_bench.metrics import detection as det
-from eligen_bench.metrics.base import ModelCache, ScoreItem
-from eligen_bench.metrics.coco_ap import CocoAP, ap_by_generator, coco_ap, detections_from_detail
-from eligen_bench.metrics.miou import MaskIoU, MIoU
+from eligen_bench.metrics.detection import detector as det
+from eligen_bench.metrics.detection.coco_ap import (
+    CocoAP,
+    ap_by_generator,
+    coco_ap,
+    detections_from_detail,
+)
+from eligen_bench.metrics.detection.miou import MaskIoU, MIoU
 
 FAKE_YOLO = SimpleNamespace(names=dict(enumerate(det.COCO80)), task="detect")
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from eligen_bench.api.metric import ModelCache, ScoreItem
 from eligen_bench.errors import InputError
 from eligen_bench.layout import Entity, Layout
-from eligen_bench.metrics.base import ModelCache, ScoreItem
-from eligen_bench.metrics.mps import MPS, load_mps, mps_scores, save_tiny_mps
-from eligen_bench.metrics.mps_net import MPSNet, cross_hyperparameters
-from eligen_bench.metrics.pickscore import PickScore
+from eligen_bench.metrics.preference.mps import MPS, load_mps, mps_scores, save_tiny_mps
+from eligen_bench.metrics.preference.mps_net import MPSNet, cross_hyperparameters
+from eligen_bench.metrics.preference.pickscore import PickScore
 from eligen_bench.registry import metric_class
 
 
@@ -135,7 +135,7 @@ def test_mps_scoring_with_injected_model_matches_a_hand_computation(tiny_mps_dir
 
 
 def test_mps_state_dict_names_follow_the_reference() -> None:
-    from eligen_bench.metrics.pickscore import tiny_clip_config
+    from eligen_bench.metrics.preference.pickscore import tiny_clip_config
 
     net = MPSNet(tiny_clip_config(projection_dim=32), layer_num=2, dim_head=8, heads=4, ff_mult=2)
     keys = set(net.state_dict())

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from eligen_bench.api.metric import ScoreItem
 from eligen_bench.errors import InputError
 from eligen_bench.layout import Entity, Layout
-from eligen_bench.metrics import vlm_judges as vj
-from eligen_bench.metrics.base import ScoreItem
-from eligen_bench.metrics.vlm_success import VlmSuccess, summarize
+from eligen_bench.metrics.vlm import judges as vj
+from eligen_bench.metrics.vlm.success import VlmSuccess, summarize
 from eligen_bench.registry import metric_class
 
 PARSE_TABLE = [

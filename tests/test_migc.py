@@ -21,7 +21,7 @@ KEYS_FIXTURE = Path(__file__).parent / "migc_sd14_keys.txt"
 
 @pytest.fixture(scope="module")
 def migc():
-    from eligen_bench.generators.migc import MigcGenerator
+    from eligen_bench.generators.migc.generator import MigcGenerator
 
     generator = MigcGenerator(profile="tiny", device="cpu")
     generator.ensure_loaded()
@@ -34,7 +34,7 @@ def migc():
 
 def test_registered_with_reference_defaults():
     from eligen_bench import registry
-    from eligen_bench.generators.migc import MigcGenerator
+    from eligen_bench.generators.migc.generator import MigcGenerator
 
     assert registry.entries("generator")["migc"].load() is MigcGenerator
     assert MigcGenerator.reference == "limuloo/MIGC@effd6cc: inference_mig_benchmark.py"
@@ -48,7 +48,7 @@ def test_registered_with_reference_defaults():
 
 
 def test_full_profile_needs_the_checkpoint_and_options_are_checked():
-    from eligen_bench.generators.migc import MigcGenerator
+    from eligen_bench.generators.migc.generator import MigcGenerator
 
     with pytest.raises(InputError, match="migc_checkpoint"):
         MigcGenerator(profile="full", device="cpu")
@@ -61,7 +61,7 @@ def test_full_profile_needs_the_checkpoint_and_options_are_checked():
 
 
 def test_entity_limit_is_enforced_before_any_work():
-    from eligen_bench.generators.migc import MigcGenerator
+    from eligen_bench.generators.migc.generator import MigcGenerator
 
     generator = MigcGenerator(profile="tiny", device="cpu")  # not loaded: adapt needs no model
     crowd = Layout("crowd", "a crowd", tuple(Entity(f"person {i}", (0.0, 0.0, 0.5, 0.5)) for i in range(29)))
@@ -74,7 +74,7 @@ def test_entity_limit_is_enforced_before_any_work():
 
 
 def test_layout_conversion_order_coordinates_and_masks():
-    from eligen_bench.generators.migc import migc_layout
+    from eligen_bench.generators.migc.generator import migc_layout
 
     layout = Layout("l", "a cat and a dog", (Entity("a cat", (0.25, 0.5, 0.75, 1.0)),
                                              Entity("a dog", (0.0, 0.0, 0.3, 0.5))), 512, 512)
@@ -90,7 +90,7 @@ def test_layout_conversion_order_coordinates_and_masks():
 
 
 def test_phrase_augmentation_caps_at_seven_copies():
-    from eligen_bench.generators.migc import augment_phrase, migc_layout
+    from eligen_bench.generators.migc.generator import augment_phrase, migc_layout
 
     assert augment_phrase("a red car", 1) == "a red car"
     assert augment_phrase("a red car", 3) == "a red car, and a red car, and a red car"
@@ -100,7 +100,7 @@ def test_phrase_augmentation_caps_at_seven_copies():
 
 
 def test_fourier_box_embedding_hand_values():
-    from eligen_bench.generators.migc_controller import fourier_box_embedding
+    from eligen_bench.generators.migc.controller import fourier_box_embedding
 
     box = torch.tensor([[0.0, 0.5, 0.25, 1.0]])
     out = fourier_box_embedding(box, num_freqs=8)
@@ -136,7 +136,7 @@ def sd14_unet():
 
 
 def test_released_checkpoint_loads_completely(sd14_unet):
-    from eligen_bench.generators.migc_checkpoint import build_controllers
+    from eligen_bench.generators.migc.checkpoint import build_controllers
 
     state = _released_state_dict()
     assert len(state) == 4 * 32
@@ -157,7 +157,7 @@ def test_released_checkpoint_loads_completely(sd14_unet):
     ("stray", "unexpected keys (not MIGC layer parameters): [model.diffusion_model.out.0.weight]"),
 ])
 def test_mismatched_checkpoint_fails_naming_the_keys(sd14_unet, change, message):
-    from eligen_bench.generators.migc_checkpoint import build_controllers
+    from eligen_bench.generators.migc.checkpoint import build_controllers
 
     state = _released_state_dict()
     prefix = "model.diffusion_model.output_blocks.4.1.transformer_blocks.0.attn2.migc."
@@ -179,7 +179,7 @@ def test_mismatched_checkpoint_fails_naming_the_keys(sd14_unet, change, message)
 
 def test_block_mapping_matches_the_reference_formula():
     """load_migc (limuloo/MIGC@effd6cc migc/migc_utils.py): down = (i // 3, i % 3 - 1), up = (i // 3, i % 3)."""
-    from eligen_bench.generators.migc_checkpoint import attention_path
+    from eligen_bench.generators.migc.checkpoint import attention_path
 
     for kind, indices, diffusers_kind, offset in (("input_blocks", (1, 2, 4, 5, 7, 8), "down_blocks", -1),
                                                   ("output_blocks", range(3, 12), "up_blocks", 0)):
@@ -190,7 +190,7 @@ def test_block_mapping_matches_the_reference_formula():
 
 
 def test_checkpoint_file_errors_are_one_line(tmp_path):
-    from eligen_bench.generators.migc_checkpoint import read_state_dict
+    from eligen_bench.generators.migc.checkpoint import read_state_dict
 
     with pytest.raises(InputError, match="no such file"):
         read_state_dict(tmp_path / "missing.ckpt")
@@ -207,7 +207,7 @@ def test_checkpoint_file_errors_are_one_line(tmp_path):
 
 
 def _layer(channels: int = 16, context: int = 32, seed: int = 0):
-    from eligen_bench.generators.migc_controller import MIGCLayer
+    from eligen_bench.generators.migc.controller import MIGCLayer
 
     torch.manual_seed(seed)
     layer = MIGCLayer(channels, context, box_hidden=24)
@@ -219,8 +219,8 @@ def _layer(channels: int = 16, context: int = 32, seed: int = 0):
 
 
 def _inputs(boxes_xyxy, image=64, latent=8, context=32, generator_seed=7):
-    from eligen_bench.generators.migc import migc_layout
-    from eligen_bench.generators.migc_controller import InstanceInputs, resize
+    from eligen_bench.generators.migc.controller import InstanceInputs, resize
+    from eligen_bench.generators.migc.generator import migc_layout
 
     layout = Layout("l", "p", tuple(Entity(f"e{i}", b) for i, b in enumerate(boxes_xyxy)), image, image)
     _, boxes, masks, background = migc_layout(layout, image, image, augment=False)
@@ -353,7 +353,7 @@ def test_one_instance_over_the_whole_image_reduces_to_its_cross_attention():
 
 
 def test_shade_and_naive_fuser_hand_values():
-    from eligen_bench.generators.migc_controller import naive_fuse, shade
+    from eligen_bench.generators.migc.controller import naive_fuse, shade
 
     slots = torch.tensor([[[1.0]], [[3.0]]])
     logits = torch.tensor([[0.0], [math.log(3.0)]])
@@ -366,7 +366,7 @@ def test_shade_and_naive_fuser_hand_values():
 
 
 def test_layout_attention_keeps_regions_apart():
-    from eligen_bench.generators.migc_controller import region_pairs
+    from eligen_bench.generators.migc.controller import region_pairs
 
     regions = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.5, 0.0], [0.0, 0.0, 0.0, 1.0]])
     expected = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.bool)
@@ -389,7 +389,7 @@ def test_too_many_instances_for_the_slots():
 
 
 def test_step_schedule_follows_the_reference_comparisons():
-    from eligen_bench.generators.migc_controller import MigcState
+    from eligen_bench.generators.migc.controller import MigcState
 
     state = MigcState(migc_steps=2, naive_fuser_steps=3, instances=_inputs([(0.0, 0.0, 0.5, 0.5)]))
     modes = []
@@ -451,7 +451,7 @@ def test_no_migc_step_is_plain_stable_diffusion(migc):
 
 
 def test_tiny_checkpoint_is_written_in_the_released_format(tmp_path):
-    from eligen_bench.generators.migc import TINY_CHECKPOINT, build_tiny_migc
+    from eligen_bench.generators.migc.generator import TINY_CHECKPOINT, build_tiny_migc
 
     build_tiny_migc(tmp_path)
     state = torch.load(tmp_path / TINY_CHECKPOINT, weights_only=True)["state_dict"]

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from eligen_bench.errors import InputError
-from eligen_bench.generators.regional_attention import (
+from eligen_bench.generators.flux.attention import (
     additive_mask,
     allowed_fraction,
     build_plan,

@@ -15,26 +15,26 @@ import torch
 import torch.nn.functional as F
 
 from eligen_bench.errors import InputError
-from eligen_bench.generators import regional_flex
-from eligen_bench.generators.flux_regional import (
-    RegionalProcessor,
-    RegionalPromptingControl,
-    prompting_method,
-    regional_prompting_mask,
-)
-from eligen_bench.generators.regional_attention import (
+from eligen_bench.generators.flux import attention_flex as regional_flex
+from eligen_bench.generators.flux.attention import (
     auto_method,
     build_plan,
     dense_mask,
     reference_attention,
     regional_attention,
 )
-from eligen_bench.generators.regional_flex import (
+from eligen_bench.generators.flux.attention_flex import (
     eligen_bits,
     eligen_layout,
     flex_attention,
     prompting_bits,
     prompting_layout,
+)
+from eligen_bench.generators.flux.regional import (
+    RegionalProcessor,
+    RegionalPromptingControl,
+    prompting_method,
+    regional_prompting_mask,
 )
 
 GRID = 8  # latent tokens per side

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from eligen_bench.generators.instdiff_checkpoint import read_checkpoint
-from eligen_bench.generators.migc_checkpoint import read_state_dict
-from eligen_bench.generators.tensor_pickle import Opaque, load_checkpoint
+from eligen_bench.generators.checkpoints import Opaque, load_checkpoint
+from eligen_bench.generators.instancediffusion.checkpoint import read_checkpoint
+from eligen_bench.generators.migc.checkpoint import read_state_dict
 
 
 def _save_with_foreign_objects(path: Path, payload: dict, marker: Path) -> None:

@@ -15,7 +15,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
-from eligen_bench.metrics import vlm_judges as vj
+from eligen_bench.metrics.vlm import judges as vj
 
 
 def card_closest(aspect_ratio, target_ratios, width, height, image_size):  # noqa: ANN001, ANN201
@@ -85,7 +85,7 @@ def test_grid_choice_matches_the_card_on_many_sizes() -> None:
 
 
 def test_internvl2_identity_names_its_preprocessing() -> None:
-    from eligen_bench.metrics.vlm_success import VlmSuccess
+    from eligen_bench.metrics.vlm.success import VlmSuccess
 
     assert VlmSuccess(judge="internvl2").identity()["preprocessing"]["rule"] == "model-card dynamic_preprocess"
     assert "preprocessing" not in VlmSuccess(judge="qwen2vl").identity()

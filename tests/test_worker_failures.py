@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from eligen_bench.api.generator import Capabilities
 from eligen_bench.cli import main
-from eligen_bench.generators.base import Capabilities
 
 from fixtures import small_suite
 

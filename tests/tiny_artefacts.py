@@ -27,12 +27,12 @@ def state_digest(module) -> str:  # noqa: ANN001 - any torch module
 
 
 def build_all(root: Path) -> dict[str, str]:
-    from eligen_bench.metrics import vlm_judges
-    from eligen_bench.metrics.aesthetic import tiny_mlp
-    from eligen_bench.metrics.clip_scores import tiny_clip
-    from eligen_bench.metrics.detection import tiny_yolo
-    from eligen_bench.metrics.mps import save_tiny_mps
-    from eligen_bench.metrics.pickscore import save_tiny_clip
+    from eligen_bench.metrics.clip.scores import tiny_clip
+    from eligen_bench.metrics.detection.detector import tiny_yolo
+    from eligen_bench.metrics.preference.aesthetic import tiny_mlp
+    from eligen_bench.metrics.preference.mps import save_tiny_mps
+    from eligen_bench.metrics.preference.pickscore import save_tiny_clip
+    from eligen_bench.metrics.vlm import judges as vlm_judges
     from eligen_bench.tiny import clip_tokenizer, t5_tokenizer
 
     builders = {

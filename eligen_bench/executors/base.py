@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from eligen_bench.generators.base import Generator
-from eligen_bench.metrics.base import Metric, ScoreItem
+from eligen_bench.api.generator import Generator
+from eligen_bench.api.metric import Metric, ScoreItem
 from eligen_bench.requests import GenerationRequest
 from eligen_bench.rundir import RunDir
 

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from eligen_bench.api.generator import Generator
+from eligen_bench.api.metric import Metric, ScoreItem
 from eligen_bench.claims import make_all
-from eligen_bench.generators.base import Generator
-from eligen_bench.metrics.base import Metric, ScoreItem
 from eligen_bench.requests import GenerationRequest
 from eligen_bench.rundir import RunDir, worker_record
 

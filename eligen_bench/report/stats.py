@@ -132,7 +132,7 @@ def _strict_mean(rows: pd.DataFrame, layout_ids: Sequence[str], weights: np.ndar
 def _aggregator(name: str):  # noqa: ANN202 - a bound classmethod or None
     """The metric class's run-level `aggregate`, when its plugin is installed."""
     from eligen_bench import registry
-    from eligen_bench.metrics.base import Metric
+    from eligen_bench.api.metric import Metric
 
     try:
         cls = registry.metric_class(name)

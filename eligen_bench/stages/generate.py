@@ -9,8 +9,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from eligen_bench.api.generator import Generator
 from eligen_bench.claims import claimed
-from eligen_bench.generators.base import Generator
 from eligen_bench.hashing import file_sha256
 from eligen_bench.input_images import check_input_image
 from eligen_bench.layout import Layout

@@ -18,11 +18,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eligen_bench.api.metric import Metric, ScoreItem
 from eligen_bench.atomic import atomic_write
 from eligen_bench.claims import claimed
 from eligen_bench.errors import InputError
 from eligen_bench.hashing import content_hash, file_sha256
-from eligen_bench.metrics.base import Metric, ScoreItem
 from eligen_bench.rundir import INPUT_CHUNK, KEY_CHUNK, RunDir
 from eligen_bench.suite import Suite
 

@@ -27,14 +27,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from eligen_bench.errors import InputError
-from eligen_bench.generators.base import (
+from eligen_bench.api.generator import (
     Capabilities,
     GenerationRequest,
     Generator,
     release_cuda_memory,
 )
-from eligen_bench.generators.gligen import TINY_MODEL_ID, check_sd_settings, resolve_dtype
+from eligen_bench.errors import InputError
+from eligen_bench.generators.stable_diffusion.common import (
+    TINY_MODEL_ID,
+    check_sd_settings,
+    resolve_dtype,
+)
 from eligen_bench.layout import Layout
 
 if TYPE_CHECKING:
@@ -128,7 +132,7 @@ class MigcGenerator(Generator):
     # ---- loading ---------------------------------------------------------------------------
 
     def load(self) -> None:
-        from eligen_bench.generators.migc_checkpoint import build_controllers, read_state_dict
+        from eligen_bench.generators.migc.checkpoint import build_controllers, read_state_dict
 
         device = self.resolve_device()
         dtype = resolve_dtype(self.settings["dtype"], device)
@@ -261,7 +265,7 @@ def instance_inputs(boxes: list[list[float]], masks: np.ndarray, background: np.
     reference's `F.interpolate(..., (height//8, width//8), mode='bilinear')`)."""
     import torch
 
-    from eligen_bench.generators.migc_controller import InstanceInputs, resize
+    from eligen_bench.generators.migc.controller import InstanceInputs, resize
 
     return InstanceInputs(
         masks=resize(torch.from_numpy(masks), latent_size).to(device=device, dtype=dtype),
@@ -297,7 +301,7 @@ def install_controllers(unet: Any, controllers: dict[str, Any], settings: dict[s
                         dtype: Any) -> Any:
     """Every cross-attention of the UNet gets a MIGC processor (a controller where the
     checkpoint has one); self-attention keeps its own. Returns the shared step state."""
-    from eligen_bench.generators.migc_controller import MigcCrossAttnProcessor, MigcState
+    from eligen_bench.generators.migc.controller import MigcCrossAttnProcessor, MigcState
 
     state = MigcState(migc_steps=settings["migc_steps"], naive_fuser_steps=settings["naive_fuser_steps"])
     processors = dict(unet.attn_processors)
@@ -326,9 +330,9 @@ def build_tiny_migc(directory: str | Path, seed: int = 0) -> None:
     import torch
     from diffusers import UNet2DConditionModel
 
-    from eligen_bench.generators.gligen import build_tiny_sd_pipeline
-    from eligen_bench.generators.migc_checkpoint import ldm_key
-    from eligen_bench.generators.migc_controller import MIGCLayer
+    from eligen_bench.generators.migc.checkpoint import ldm_key
+    from eligen_bench.generators.migc.controller import MIGCLayer
+    from eligen_bench.generators.stable_diffusion.common import build_tiny_sd_pipeline
 
     directory = Path(directory)
     build_tiny_sd_pipeline(str(directory), gated=False, seed=seed)

@@ -33,7 +33,7 @@ from eligen_bench.errors import InputError
 if TYPE_CHECKING:
     import torch
 
-    from eligen_bench.generators.regional_attention import RegionalPlan
+    from eligen_bench.generators.flux.attention import RegionalPlan
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,7 +150,7 @@ class RegionalProcessor:
     def _eligen(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, control: EliGenControl) -> torch.Tensor:
         import torch.nn.functional as F
 
-        from eligen_bench.generators.regional_attention import regional_attention
+        from eligen_bench.generators.flux.attention import regional_attention
 
         if not _applies(self._limit(control), self.index):
             return F.scaled_dot_product_attention(q, k, v)
@@ -166,7 +166,7 @@ class RegionalProcessor:
             raise ValueError("regional prompting runs a batch of two: regional and base")
         regional = _applies(self._limit(control), self.index)
         if prompting_method(control, q.device) == "flex":
-            from eligen_bench.generators.regional_flex import flex_attention, prompting_layout
+            from eligen_bench.generators.flux.attention_flex import flex_attention, prompting_layout
 
             layout = prompting_layout(
                 control.token_bits, control.base_length, control.text_length, regional=regional,
@@ -202,7 +202,7 @@ PROMPTING_METHODS = ("auto", "flex", "dense")
 def prompting_method(control: RegionalPromptingControl, device: torch.device) -> str:
     """The method `control` runs with on `device`: "auto" is "flex" on CUDA (block-sparse, the
     dense mask's masked pairs skipped) where FlexAttention and the token bits exist, else "dense"."""
-    from eligen_bench.generators.regional_flex import flex_available
+    from eligen_bench.generators.flux.attention_flex import flex_available
 
     method = control.method
     if method not in PROMPTING_METHODS:

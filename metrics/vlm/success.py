@@ -30,9 +30,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
+from eligen_bench.api.metric import Metric, ScoreItem, ScoreRow, row
 from eligen_bench.errors import InputError
-from eligen_bench.metrics import vlm_judges as vj
-from eligen_bench.metrics.base import Metric, ScoreItem, ScoreRow, row
+from eligen_bench.metrics.vlm import judges as vj
 from eligen_bench.tiny import TINY_WARNING
 
 BACKENDS = ("transformers", "vllm")
@@ -122,7 +122,7 @@ class VlmSuccess(Metric):
         super().release()
         if owned and self._judge_key is not None:
             self.cache.drop(self._judge_key)
-            from eligen_bench.generators.base import release_cuda_memory
+            from eligen_bench.api.generator import release_cuda_memory
 
             release_cuda_memory()
 

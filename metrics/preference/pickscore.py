@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from eligen_bench.metrics.base import Metric, ScoreItem, ScoreRow, row
+from eligen_bench.api.metric import Metric, ScoreItem, ScoreRow, row
 from eligen_bench.tiny import TINY_WARNING
 
 MODEL_ID = "yuvalkirstain/PickScore_v1"

@@ -21,8 +21,12 @@ from typing import Any
 import torch
 
 from eligen_bench.errors import InputError
-from eligen_bench.generators.instdiff_scaleu import ScaleU, decoder_main_channels, install_scaleu
-from eligen_bench.generators.instdiff_unifusion import UniFusion, UniFusionConfig
+from eligen_bench.generators.instancediffusion.scaleu import (
+    ScaleU,
+    decoder_main_channels,
+    install_scaleu,
+)
+from eligen_bench.generators.instancediffusion.unifusion import UniFusion, UniFusionConfig
 
 SD15_UNET_CONFIG: dict[str, Any] = {
     # configs/test_mask.yaml@722900e, `model.params`: image_size 64, in/out channels 4,
@@ -48,7 +52,7 @@ LDM_PREFIX = "model.diffusion_model."
 def read_checkpoint(path: str | Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
     """The UNet state dict of a checkpoint file: its `ema` entry when complete, else `model`
     (the reference's `load_model_ckpt` tries `ema` first, utils/checkpoint.py@722900e)."""
-    from eligen_bench.generators.tensor_pickle import load_checkpoint
+    from eligen_bench.generators.checkpoints import load_checkpoint
 
     where = f"checkpoint {str(path)!r}"
     try:

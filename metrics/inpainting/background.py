@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from eligen_bench.metrics.base import Metric, ScoreItem, ScoreRow, row
+from eligen_bench.api.metric import Metric, ScoreItem, ScoreRow, row
 
 MAX_PSNR = 100.0
 

@@ -42,9 +42,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from eligen_bench.api.metric import Metric, ScoreItem, ScoreRow, row
 from eligen_bench.errors import InputError
-from eligen_bench.metrics import detection as det
-from eligen_bench.metrics.base import Metric, ScoreItem, ScoreRow, row
+from eligen_bench.metrics.detection import detector as det
 from eligen_bench.tiny import TINY_WARNING
 
 TINY_OVERRIDES = {"conf": 1e-5, "imgsz": 320, "max_det": 100}

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from eligen_bench.api.metric import IMAGE_LEVEL, ScoreItem, ScoreRow, row
 from eligen_bench.errors import InputError
-from eligen_bench.metrics.base import IMAGE_LEVEL, ScoreItem, ScoreRow, row
-from eligen_bench.metrics.clip_scores import ClipBundle, ClipMetric, shared_clip
+from eligen_bench.metrics.clip.scores import ClipBundle, ClipMetric, shared_clip
 
 WEIGHTS_URL = ("https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/"
                "sac%2Blogos%2Bava1-l14-linearMSE.pth")

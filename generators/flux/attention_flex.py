@@ -40,7 +40,7 @@ from eligen_bench.errors import InputError
 if TYPE_CHECKING:
     import torch
 
-    from eligen_bench.generators.regional_attention import RegionalPlan
+    from eligen_bench.generators.flux.attention import RegionalPlan
 
 ORDERS = ("sequence", "sorted")
 """Token orders of the kernel: the sequence's own, or tokens grouped by equal bits."""

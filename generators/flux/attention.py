@@ -296,7 +296,7 @@ def regional_attention(
     if method == "auto":
         method = auto_method(q)
     if method == "flex":
-        from eligen_bench.generators.regional_flex import eligen_layout, flex_attention
+        from eligen_bench.generators.flux.attention_flex import eligen_layout, flex_attention
 
         return flex_attention(q, k, v, eligen_layout(plan, token_order))
     if method == "dense":
@@ -320,7 +320,7 @@ def auto_method(q: torch.Tensor) -> str:
     0.80x the dense mask, while "groups" took 2.06x). Elsewhere, or without the kernels:
     "groups".
     """
-    from eligen_bench.generators.regional_flex import flex_available
+    from eligen_bench.generators.flux.attention_flex import flex_available
 
     if q.device.type == "cuda" and flex_available():
         return "flex"

@@ -29,10 +29,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from eligen_bench.api.metric import ScoreItem, ScoreRow, row
 from eligen_bench.layout import Layout
-from eligen_bench.metrics import detection as det
-from eligen_bench.metrics.base import ScoreItem, ScoreRow, row
-from eligen_bench.metrics.miou import YoloMetric
+from eligen_bench.metrics.detection import detector as det
+from eligen_bench.metrics.detection.miou import YoloMetric
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 

@@ -39,8 +39,8 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from eligen_bench.api.metric import IMAGE_LEVEL, Metric, ModelCache, ScoreItem, ScoreRow, row
 from eligen_bench.errors import InputError
-from eligen_bench.metrics.base import IMAGE_LEVEL, Metric, ModelCache, ScoreItem, ScoreRow, row
 from eligen_bench.tiny import TINY_WARNING
 
 TINY_CLIP = ("ViT-B-32", "random-seed0")

@@ -30,7 +30,7 @@ BLOCK_KINDS = ("input_blocks", "middle_block", "output_blocks")
 
 def read_state_dict(path: str | Path, *, allow_pickle: bool = False) -> dict[str, Any]:
     """The tensors under the file's `state_dict` entry (other pickled objects stay inert unless `allow_pickle`)."""
-    from eligen_bench.generators.tensor_pickle import load_checkpoint
+    from eligen_bench.generators.checkpoints import load_checkpoint
 
     path = Path(path)
     if not path.is_file():
@@ -118,7 +118,7 @@ def build_controllers(state_dict: Mapping[str, Any], unet: Any, where: str) -> d
     """{attn2 path: MIGCLayer holding the file's tensors}, checked against the UNet's layers."""
     import torch
 
-    from eligen_bench.generators.migc_controller import MIGCLayer
+    from eligen_bench.generators.migc.controller import MIGCLayer
 
     modules = dict(unet.named_modules())
     layers = group_layers(state_dict, int(unet.config.layers_per_block), where)

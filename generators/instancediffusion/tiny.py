@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
-from eligen_bench.generators.instdiff_checkpoint import build_unet
-from eligen_bench.generators.instdiff_unifusion import UniFusionConfig
+from eligen_bench.generators.instancediffusion.checkpoint import build_unet
+from eligen_bench.generators.instancediffusion.unifusion import UniFusionConfig
 
 TINY_UNET_CONFIG: dict[str, Any] = {
-    # The tiny Stable Diffusion UNet of the other SD generators (gligen.build_tiny_sd_pipeline).
+    # The tiny Stable Diffusion UNet of the other SD generators (stable_diffusion.common.build_tiny_sd_pipeline).
     "sample_size": 8,
     "in_channels": 4,
     "out_channels": 4,

@@ -27,15 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from eligen_bench.errors import InputError
-from eligen_bench.generators.base import (
+from eligen_bench.api.generator import (
     MAX_ENTITIES,
     Capabilities,
     GenerationRequest,
     Generator,
     release_cuda_memory,
 )
-from eligen_bench.generators.gligen import (
+from eligen_bench.errors import InputError
+from eligen_bench.generators.stable_diffusion.common import (
     TINY_MODEL_ID,
     check_sd_settings,
     load_sd_source,

@@ -37,8 +37,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from eligen_bench.api.metric import Metric, ScoreItem, ScoreRow, row
 from eligen_bench.errors import InputError
-from eligen_bench.metrics.base import Metric, ScoreItem, ScoreRow, row
 from eligen_bench.tiny import TINY_WARNING
 
 PROCESSOR_ID = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
@@ -211,7 +211,7 @@ def _load_safetensors(path: Path, config_path: str) -> Any:
     from safetensors.torch import load_file
     from transformers import CLIPConfig
 
-    from eligen_bench.metrics.mps_net import MPSNet, cross_hyperparameters
+    from eligen_bench.metrics.preference.mps_net import MPSNet, cross_hyperparameters
 
     state = load_file(str(path))
     try:
@@ -237,8 +237,8 @@ def save_tiny_mps(directory: str, seed: int = 0) -> Any:
     from safetensors.torch import save_file
     from transformers import CLIPImageProcessor
 
-    from eligen_bench.metrics.mps_net import MPSNet
-    from eligen_bench.metrics.pickscore import tiny_clip_config
+    from eligen_bench.metrics.preference.mps_net import MPSNet
+    from eligen_bench.metrics.preference.pickscore import tiny_clip_config
     from eligen_bench.tiny import clip_tokenizer
 
     torch.manual_seed(seed)

@@ -34,10 +34,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from eligen_bench.api.generator import Capabilities, Generator, release_cuda_memory
 from eligen_bench.errors import InputError
-from eligen_bench.generators.base import Capabilities, Generator, release_cuda_memory
-from eligen_bench.generators.flux_regions import OVERLAPS, VANISHING
-from eligen_bench.generators.flux_sampling import SCHEDULERS
+from eligen_bench.generators.flux.regions import OVERLAPS, VANISHING
+from eligen_bench.generators.flux.sampling import SCHEDULERS
 from eligen_bench.layout import Layout
 from eligen_bench.requests import GenerationRequest
 
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from eligen_bench.generators.flux_sampling import Conditioning, Inpainting
+    from eligen_bench.generators.flux.sampling import Conditioning, Inpainting
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class FluxFamily(Generator):
 
     def _sample(self, request: GenerationRequest, on_step: Any = None) -> torch.Tensor:
         """The final packed latents of one request."""
-        from eligen_bench.generators.flux_sampling import denoise
+        from eligen_bench.generators.flux.sampling import denoise
 
         self.ensure_loaded()
         layout = request.layout
@@ -177,7 +177,7 @@ class FluxFamily(Generator):
 
     def _conditioning(self, layout: Layout) -> tuple[Conditioning, Conditioning | None]:
         """Positive and negative conditioning; the plain FLUX one here (entities ignored)."""
-        from eligen_bench.generators.flux_sampling import Conditioning
+        from eligen_bench.generators.flux.sampling import Conditioning
 
         embeds, pooled = self._encode([layout.prompt])
         return Conditioning(embeds, pooled), self._negative()
@@ -238,7 +238,7 @@ class FluxFamily(Generator):
         return embeds.to(self._dtype), pooled.to(self._dtype)
 
     def _negative(self) -> Conditioning | None:
-        from eligen_bench.generators.flux_sampling import Conditioning
+        from eligen_bench.generators.flux.sampling import Conditioning
 
         if float(self.settings["cfg_scale"]) == 1.0:
             return None
@@ -254,7 +254,7 @@ class FluxFamily(Generator):
 
     def _vanishing_notes(self, layout: Layout) -> list[str]:
         """One note per entity that covers no token at the generation size (for the manifest)."""
-        from eligen_bench.generators.flux_regions import vanished
+        from eligen_bench.generators.flux.regions import vanished
 
         if not layout.entities:
             return []
@@ -296,7 +296,7 @@ class FluxFamily(Generator):
         """Bool packed-latent inpainting foreground by DiffSynth's rule (`flux_regions.eligen_foreground`)."""
         import torch
 
-        from eligen_bench.generators.flux_regions import eligen_foreground
+        from eligen_bench.generators.flux.regions import eligen_foreground
 
         h, w = self._latent_size()
         s = self.settings
@@ -341,7 +341,7 @@ class EliGenGenerator(FluxFamily):
     }
 
     def _check_settings(self) -> None:
-        from eligen_bench.generators.flux_lora import ALPHA_MODES
+        from eligen_bench.generators.flux.lora import ALPHA_MODES
 
         super()._check_settings()
         if self.settings["lora_alpha_mode"] not in (None, *ALPHA_MODES):
@@ -363,8 +363,8 @@ class EliGenGenerator(FluxFamily):
         return layout, notes + self._vanishing_notes(layout)
 
     def _after_load(self) -> None:
-        from eligen_bench.generators import flux_regional
-        from eligen_bench.generators.flux_lora import load_eligen_lora
+        from eligen_bench.generators.flux import regional as flux_regional
+        from eligen_bench.generators.flux.lora import load_eligen_lora
 
         s = self.settings
         lora, lora_file = s["lora"], s["lora_file"]
@@ -380,7 +380,7 @@ class EliGenGenerator(FluxFamily):
         flux_regional.install(self._pipe.transformer)
 
     def _token_masks(self, layout: Layout, vanishing: str | None = None) -> torch.Tensor:
-        from eligen_bench.generators.flux_regions import eligen_token_masks
+        from eligen_bench.generators.flux.regions import eligen_token_masks
 
         s = self.settings
         return eligen_token_masks(layout, s["height"], s["width"], vanishing or s["vanishing_mask"])
@@ -388,9 +388,9 @@ class EliGenGenerator(FluxFamily):
     def _conditioning(self, layout: Layout) -> tuple[Conditioning, Conditioning | None]:
         import torch
 
-        from eligen_bench.generators.flux_regional import EliGenControl
-        from eligen_bench.generators.flux_sampling import Conditioning
-        from eligen_bench.generators.regional_attention import build_plan
+        from eligen_bench.generators.flux.attention import build_plan
+        from eligen_bench.generators.flux.regional import EliGenControl
+        from eligen_bench.generators.flux.sampling import Conditioning
 
         negative = self._negative()
         if not layout.entities:
@@ -409,7 +409,7 @@ class EliGenGenerator(FluxFamily):
         return positive, negative
 
     def _inpainting(self, request: GenerationRequest) -> Inpainting | None:
-        from eligen_bench.generators.flux_sampling import Inpainting
+        from eligen_bench.generators.flux.sampling import Inpainting
 
         if request.init_image is None:
             return None
@@ -466,12 +466,12 @@ class RegionalFluxGenerator(FluxFamily):
         return layout, notes + self._vanishing_notes(layout)
 
     def _after_load(self) -> None:
-        from eligen_bench.generators import flux_regional
+        from eligen_bench.generators.flux import regional as flux_regional
 
         flux_regional.install(self._pipe.transformer)
 
     def _token_masks(self, layout: Layout, vanishing: str | None = None) -> torch.Tensor:
-        from eligen_bench.generators.flux_regions import regional_token_masks
+        from eligen_bench.generators.flux.regions import regional_token_masks
 
         s = self.settings
         return regional_token_masks(layout, s["height"], s["width"], vanishing or s["vanishing_mask"])
@@ -479,13 +479,13 @@ class RegionalFluxGenerator(FluxFamily):
     def _conditioning(self, layout: Layout) -> tuple[Conditioning, Conditioning | None]:
         import torch
 
-        from eligen_bench.generators.flux_regional import (
+        from eligen_bench.generators.flux.attention_flex import prompting_bits
+        from eligen_bench.generators.flux.regional import (
             RegionalPromptingControl,
             regional_prompting_mask,
         )
-        from eligen_bench.generators.flux_regions import regional_background
-        from eligen_bench.generators.flux_sampling import Conditioning
-        from eligen_bench.generators.regional_flex import prompting_bits
+        from eligen_bench.generators.flux.regions import regional_background
+        from eligen_bench.generators.flux.sampling import Conditioning
 
         s = self.settings
         base_embeds, pooled = self._encode([layout.prompt])
@@ -524,8 +524,8 @@ class RegionalFluxGenerator(FluxFamily):
 # ----- module-level helpers (stateless) ---------------------------------------------------
 def _check_method(method: Any, kind: str, where: str) -> None:
     """Refuse an attention method the generator's attention does not have."""
-    from eligen_bench.generators.flux_regional import PROMPTING_METHODS
-    from eligen_bench.generators.regional_attention import METHODS
+    from eligen_bench.generators.flux.attention import METHODS
+    from eligen_bench.generators.flux.regional import PROMPTING_METHODS
 
     choices = METHODS if kind == "eligen" else PROMPTING_METHODS
     if method not in choices:
@@ -601,7 +601,7 @@ def write_tiny_lora(transformer: Any, directory: Path, seed: int = 0) -> Path:
     """Write a seeded random EliGen-style LoRA (DiffSynth naming) for `transformer` to `directory`."""
     from safetensors.torch import save_file
 
-    from eligen_bench.generators.flux_lora import random_diffsynth_lora
+    from eligen_bench.generators.flux.lora import random_diffsynth_lora
 
     cfg = transformer.config
     state = random_diffsynth_lora(

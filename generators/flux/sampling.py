@@ -148,7 +148,7 @@ def predict(
     """
     import torch
 
-    from eligen_bench.generators.flux_regional import text_ids
+    from eligen_bench.generators.flux.regional import text_ids
 
     batch = cond.batch
     hidden = latents.expand(batch, -1, -1)

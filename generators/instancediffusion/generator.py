@@ -31,14 +31,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eligen_bench.errors import InputError
-from eligen_bench.generators.base import (
+from eligen_bench.api.generator import (
     Capabilities,
     GenerationRequest,
     Generator,
     release_cuda_memory,
 )
-from eligen_bench.generators.gligen import check_sd_settings, resolve_dtype
+from eligen_bench.errors import InputError
+from eligen_bench.generators.stable_diffusion.common import check_sd_settings, resolve_dtype
 from eligen_bench.layout import Layout
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ class InstanceDiffusionGenerator(Generator):
         self._parts = parts
 
     def _unet_config(self) -> dict[str, Any]:
-        from eligen_bench.generators.instdiff_checkpoint import SD15_UNET_CONFIG
+        from eligen_bench.generators.instancediffusion.checkpoint import SD15_UNET_CONFIG
 
         return SD15_UNET_CONFIG
 
@@ -146,8 +146,11 @@ class InstanceDiffusionGenerator(Generator):
         return hf_hub_download(s["model"], s["checkpoint_file"], revision=s["revision"])
 
     def _load_tiny(self, directory: Path) -> dict[str, Any]:
-        from eligen_bench.generators.gligen import build_tiny_sd_pipeline
-        from eligen_bench.generators.instdiff_tiny import TINY_UNET_CONFIG, write_tiny_checkpoint
+        from eligen_bench.generators.instancediffusion.tiny import (
+            TINY_UNET_CONFIG,
+            write_tiny_checkpoint,
+        )
+        from eligen_bench.generators.stable_diffusion.common import build_tiny_sd_pipeline
 
         build_tiny_sd_pipeline(str(directory / "base"), gated=False)
         checkpoint = write_tiny_checkpoint(directory / "instancediffusion_tiny.pth")
@@ -158,7 +161,7 @@ class InstanceDiffusionGenerator(Generator):
         from diffusers import AutoencoderKL
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        from eligen_bench.generators.instdiff_checkpoint import load_unet
+        from eligen_bench.generators.instancediffusion.checkpoint import load_unet
 
         parts: dict[str, Any] = {
             "unet": load_unet(checkpoint, unet_config, self.settings["allow_pickle"]),
@@ -180,8 +183,11 @@ class InstanceDiffusionGenerator(Generator):
     def _generate_one(self, request: GenerationRequest) -> Image.Image:
         import torch
 
-        from eligen_bench.generators.instdiff_layout import instance_grounding, layout_grounding
-        from eligen_bench.generators.instdiff_sampler import (
+        from eligen_bench.generators.instancediffusion.layout import (
+            instance_grounding,
+            layout_grounding,
+        )
+        from eligen_bench.generators.instancediffusion.sampler import (
             PlmsSchedule,
             grounding_alphas,
             sample_mis,
