@@ -78,9 +78,14 @@ def load_tensors_only(path: str | Path) -> Any:
 
 def load_checkpoint(path: str | Path, *, allow_pickle: bool) -> Any:
     """torch's safe `weights_only` load; a file it refuses (a pickled config beside the weights)
-    is read by `load_tensors_only`. `allow_pickle` unpickles everything, for a file one trusts."""
+    is read by `load_tensors_only`. `allow_pickle` unpickles everything, for a file one trusts.
+    A `.safetensors` file holds tensors and a JSON header only: read as such, never unpickled."""
     import torch
 
+    if Path(path).suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
     if allow_pickle:
         return torch.load(path, map_location="cpu", weights_only=False)
     try:
