@@ -28,6 +28,11 @@ model the adapter was trained on (`ROICtrl_sdv14_30K`) and the base of the DEIG 
 baselines at its 512x512 evaluation (Appendix, "Implementation Details"); `model=` takes any
 SD 1.x checkpoint in diffusers format.
 
+A layout without entities runs the base model alone (noted in `adapt_notes`): the reference
+cannot take one (the demo's `encode_roi_input` fails on an empty list, and its fusers on an
+all-empty batch), and the adapter switched off is its own `roictrl_scheduled_sampling_beta=0`
+path, the demo's baseline.
+
 One deviation, recorded in the manifest's `load_notes`: the fusers' random slot orders
 (`torch.randperm(30)` per fuser call) are drawn from the request's generator after the noise,
 where the reference draws them from the global RNG, so a seed gives one image.
@@ -68,6 +73,9 @@ MAX_INSTANCES = 30
 
 REFERENCE_NEGATIVE_PROMPT = "worst quality, low quality, blurry, low resolution, low quality"
 """inference_roictrl.py@e26d1d5 `__main__`: the `negative_prompt` of `encode_roi_input` and of the pipeline."""
+
+EMPTY_LAYOUT_NOTE = ("no entities: the adapter is off, the base model alone (the reference cannot run without an "
+                     "instance; this is its roictrl_scheduled_sampling_beta=0 path, the demo's baseline)")
 
 SLOT_ORDER_NOTE = ("fuser slot orders: torch.randperm(30) per fuser call drawn from the request's CPU generator "
                    "after the initial noise (the reference draws them from torch's global RNG)")
@@ -120,6 +128,12 @@ class RoiCtrlGenerator(Generator):
             return {}
         # beta 0.5 of PNDM's 3 timesteps: the adapter on the first, plain blocks after (both paths run).
         return {"steps": 2, "width": 64, "height": 64, "scheduled_sampling_beta": 0.5}
+
+    def adapt(self, layout: Layout) -> tuple[Layout, list[str]]:
+        layout, notes = super().adapt(layout)
+        if not layout.entities:
+            notes.append(EMPTY_LAYOUT_NOTE)
+        return layout, notes
 
     def model_ids(self) -> dict[str, str]:
         if self.profile == "tiny":
@@ -193,12 +207,13 @@ class RoiCtrlGenerator(Generator):
         latents = torch.randn(shape, generator=generator, dtype=dtype).to(device) * scheduler.init_noise_sigma
         texts = ([s["negative_prompt"]] if guided else []) + [layout.prompt]
         context = self._encode(texts)
-        state.control = instance_control(unet, *self._instances(layout, guided), (s["height"], s["width"]),
-                                         generator)
+        if layout.entities:  # without instances the adapter stays off (EMPTY_LAYOUT_NOTE)
+            state.control = instance_control(unet, *self._instances(layout, guided), (s["height"], s["width"]),
+                                             generator)
         adapter_steps = int(s["scheduled_sampling_beta"] * len(timesteps))
         try:
             for i, t in enumerate(timesteps):
-                if i == adapter_steps:  # the reference's `enable_fuser(False)`
+                if i == adapter_steps and state.control is not None:  # the reference's `enable_fuser(False)`
                     state.control.enabled = False
                 model_input = torch.cat([latents] * 2) if guided else latents
                 model_input = scheduler.scale_model_input(model_input, t)
@@ -220,10 +235,7 @@ class RoiCtrlGenerator(Generator):
         captions = [e.prompt for e in layout.entities]
         boxes = torch.tensor([list(e.bbox) for e in layout.entities], dtype=torch.float32).reshape(-1, 4)
         boxes = boxes.to(device=device, dtype=dtype)[None]
-        tokens = self._encode(captions)[None] if captions else None
-        if tokens is None:
-            width = self._parts["text_encoder"].config.hidden_size
-            tokens = torch.zeros((1, 0, self._parts["tokenizer"].model_max_length, width), dtype=dtype, device=device)
+        tokens = self._encode(captions)[None]
         if not guided:
             return boxes, tokens
         negative = self._encode([self.settings["negative_prompt"]])[None].expand_as(tokens)
