@@ -480,6 +480,16 @@ def test_cli_tiny_run_records_the_notes(tmp_path):
     assert any("masks replaced by their bounding boxes" in n for n in notes)
     assert any("no entities" in n for n in notes)
     assert manifest["config"]["generators"]["roictrl"]["settings"]["scheduled_sampling_beta"] == 0.5
+    assert manifest["prompt_truncation"]["roictrl"]["clip"]["truncated"] == 0  # the small suite's texts fit
+    assert any("randperm(30)" in note for note in manifest["load_notes"]["roictrl"])
+
+
+def test_captions_over_77_tokens_are_counted(roictrl):
+    long_caption = " ".join(["a very small red cat"] * 20)
+    layout = Layout("long", "a room", (Entity(long_caption, (0.1, 0.1, 0.6, 0.6)),), 64, 64)
+    roictrl.generate([request_for(roictrl, layout)])
+    record = roictrl.prompt_truncation["clip"]
+    assert record["max_tokens"] == 77 and record["truncated"] == {long_caption}
 
 
 def test_cli_rejects_a_bad_checkpoint_in_one_line(tmp_path, capsys):

@@ -242,8 +242,12 @@ class RoiCtrlGenerator(Generator):
         return torch.cat([boxes, boxes]), torch.cat([negative, tokens])
 
     def _encode(self, texts: list[str]) -> torch.Tensor:
-        """CLIP token embeddings, each text padded (and truncated) to the tokenizer's 77 tokens."""
+        """CLIP token embeddings, each text padded (and truncated) to the tokenizer's 77 tokens, as the
+        reference encodes prompts and captions; the texts cut short go to the manifest."""
+        from eligen_bench.truncation import check_prompts
+
         tokenizer, text_encoder = self._parts["tokenizer"], self._parts["text_encoder"]
+        check_prompts(self, "clip", tokenizer, texts, tokenizer.model_max_length)
         ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                         return_tensors="pt").input_ids.to(text_encoder.device)
         return text_encoder(ids)[0].to(self._parts["dtype"])
