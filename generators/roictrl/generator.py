@@ -25,8 +25,8 @@ the "community-finetuned models" notebook runs (guyuchao/TestRepo@e26d1d5: infer
 The base model: the demo loads community fine-tunes of SD 1.x (ChilloutMix, Realistic Vision,
 GhostMix, Anything v4) to show compatibility. Our default is `CompVis/stable-diffusion-v1-4`, the
 model the adapter was trained on (`ROICtrl_sdv14_30K`) and the base of the DEIG paper's other
-baselines at its 512x512 evaluation (Appendix, "Implementation Details"); `model=` takes any
-SD 1.x checkpoint in diffusers format.
+SD baselines, which trains and evaluates at 512x512 (Appendix, "Implementation Details") without
+naming ROICtrl's base; `model=` takes any SD 1.x checkpoint in diffusers format.
 
 A layout without entities runs the base model alone (noted in `adapt_notes`): the reference
 cannot take one (the demo's `encode_roi_input` fails on an empty list, and its fusers on an
@@ -104,7 +104,8 @@ class RoiCtrlGenerator(Generator):
         "guidance_scale": 7.5,
         "scheduled_sampling_beta": 1.0,  # inference_roictrl.py@e26d1d5 input_data (the adapter in every step)
         "negative_prompt": REFERENCE_NEGATIVE_PROMPT,
-        # DEIG (Appendix, Implementation Details): its comparisons at 512x512; the demo's own images are 1024x512.
+        # DEIG (Appendix, Implementation Details): "We train and evaluate models at a resolution of 512x512";
+        # the demo's own images are 1024x512.
         "width": 512,
         "height": 512,
         # inference_roictrl.py@e26d1d5: UNet and pipeline in float16 on CUDA ("auto": float32 on the CPU)
