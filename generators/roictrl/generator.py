@@ -206,10 +206,13 @@ class RoiCtrlGenerator(Generator):
         shape = (1, unet.config.in_channels, s["height"] // factor, s["width"] // factor)
         # randn_tensor with a CPU generator: drawn on the CPU in the model dtype, then moved.
         latents = torch.randn(shape, generator=generator, dtype=dtype).to(device) * scheduler.init_noise_sigma
-        texts = ([s["negative_prompt"]] if guided else []) + [layout.prompt]
-        context = self._encode(texts)
+        # Encoded one text per call as the pipeline's `encode_prompt` does (the captions as one batch, as
+        # `encode_roi_input` does), so each text sees the batch shapes it sees in the reference.
+        negative = self._encode([s["negative_prompt"]]) if guided else None
+        context = self._encode([layout.prompt])
+        context = torch.cat([negative, context]) if guided else context
         if layout.entities:  # without instances the adapter stays off (EMPTY_LAYOUT_NOTE)
-            state.control = instance_control(unet, *self._instances(layout, guided), (s["height"], s["width"]),
+            state.control = instance_control(unet, *self._instances(layout, negative), (s["height"], s["width"]),
                                              generator)
         adapter_steps = int(s["scheduled_sampling_beta"] * len(timesteps))
         try:
@@ -227,9 +230,10 @@ class RoiCtrlGenerator(Generator):
             state.control = None
         return latents
 
-    def _instances(self, layout: Layout, guided: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _instances(self, layout: Layout, negative: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, K, 4) boxes and (B, K, 77, D) caption tokens, B = [unconditional,] conditional: in
-        the unconditional half each slot takes the negative prompt's tokens (`encode_roi_input`)."""
+        the unconditional half each slot takes the negative prompt's tokens `negative` (1, 77, D)
+        (`encode_roi_input`); without guidance, the conditional half alone."""
         import torch
 
         dtype, device = self._parts["dtype"], self._parts["device"]
@@ -237,10 +241,9 @@ class RoiCtrlGenerator(Generator):
         boxes = torch.tensor([list(e.bbox) for e in layout.entities], dtype=torch.float32).reshape(-1, 4)
         boxes = boxes.to(device=device, dtype=dtype)[None]
         tokens = self._encode(captions)[None]
-        if not guided:
+        if negative is None:
             return boxes, tokens
-        negative = self._encode([self.settings["negative_prompt"]])[None].expand_as(tokens)
-        return torch.cat([boxes, boxes]), torch.cat([negative, tokens])
+        return torch.cat([boxes, boxes]), torch.cat([negative[None].expand_as(tokens), tokens])
 
     def _encode(self, texts: list[str]) -> torch.Tensor:
         """CLIP token embeddings, each text padded (and truncated) to the tokenizer's 77 tokens, as the
