@@ -69,6 +69,8 @@ def test_options_are_checked_in_one_line():
         RoiCtrlGenerator(profile="full", checkpoint="missing/ROICtrl_sdv14_30K.safetensors")
     with pytest.raises(InputError, match="unknown option"):
         RoiCtrlGenerator(profile="tiny", max_rois=10)
+    with pytest.raises(InputError, match="width: must be a multiple of 64"):
+        RoiCtrlGenerator(profile="tiny", width=520)
 
 
 def test_entity_limit_is_enforced_before_any_work():

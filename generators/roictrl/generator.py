@@ -119,6 +119,10 @@ class RoiCtrlGenerator(Generator):
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
             raise InputError(f"must be a number in [0, 1], got {beta!r}", where=f"generator {self.name!r}",
                              field="scheduled_sampling_beta")
+        for key in ("width", "height"):  # the fusers reshape tokens to grids at 1/8 ... 1/64 of the image
+            if self.settings[key] % 64:
+                raise InputError(f"must be a multiple of 64, got {self.settings[key]!r}",
+                                 where=f"generator {self.name!r}", field=key)
         checkpoint = self.settings["checkpoint"]
         if checkpoint is not None and not Path(str(checkpoint)).is_file():
             raise InputError(f"no such file: {checkpoint}", where=f"generator {self.name!r}", field="checkpoint")
