@@ -17,6 +17,7 @@ from eligen_bench.executors.shard import Shard, parse_shard
 from eligen_bench.plugins import make_generator, make_metric
 from eligen_bench.registry import PluginError
 from eligen_bench.rundir import RunDir
+from eligen_bench.seeds import SeedPlan, resolve_seeds
 from eligen_bench.specs import parse_specs
 from eligen_bench.stages.generate import (
     GenerationPlan,
@@ -37,16 +38,16 @@ log = logging.getLogger("eligen_bench")
 # run / generate ----------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard)
-    plans, suite, run_dir = _prepare_generation(args)
+    plans, suite, run_dir, seeds = _prepare_generation(args)
     metrics = _make_metrics(args.metrics, profile=args.profile, device=args.device,
                             batch_size=args.metric_batch_size)
     existing = run_dir.read_manifest()
     check_metric_keys(metrics, existing["config"].get("metrics", {}) if existing else {})
     if args.dry_run:
-        _print_plan(run_dir, suite, plans, metrics)
+        _print_plan(run_dir, suite, plans, metrics, seeds)
         return 0
     executor = make_executor(args)
-    _generate(args, plans, suite, run_dir, executor, shard)
+    _generate(args, plans, suite, run_dir, executor, shard, seeds)
     if shard is not None:
         wait_for_images(run_dir)  # the other shards' images: every metric shard needs all
     _score(run_dir, metrics, shard_size=args.shard_size, progress=not args.no_progress, executor=executor,
@@ -61,30 +62,31 @@ def run(args: argparse.Namespace) -> int:
 
 def generate(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard)
-    plans, suite, run_dir = _prepare_generation(args)
+    plans, suite, run_dir, seeds = _prepare_generation(args)
     if args.dry_run:
-        _print_plan(run_dir, suite, plans, {})
+        _print_plan(run_dir, suite, plans, {}, seeds)
         return 0
-    _generate(args, plans, suite, run_dir, make_executor(args), shard)
+    _generate(args, plans, suite, run_dir, make_executor(args), shard, seeds)
     return 0
 
 
-def _prepare_generation(args: argparse.Namespace) -> tuple[list[GenerationPlan], Suite, RunDir]:
+def _prepare_generation(args: argparse.Namespace) -> tuple[list[GenerationPlan], Suite, RunDir, SeedPlan]:
     """Check the folder and every input; nothing is written here."""
-    if args.seeds < 1:
+    if args.seeds is not None and args.seeds < 1:
         raise InputError(f"must be at least 1, got {args.seeds}", field="--seeds")
     if args.out is not None:
         RunDir(args.out).check_owned()  # a user's folder is refused before anything is read
     suite = resolve_suite(args.suite).subset(args.limit)
+    seeds = resolve_seeds(suite, seeds=args.seeds, base_seed=args.base_seed, seed_list=args.seed_list)
     specs = parse_specs(args.generators or _defaults("generator"), kind="generator")
     if not specs:
         raise InputError("no generator given or registered", field="--generators")
     generators = {s.label: make_generator(s, profile=args.profile, device=args.device) for s in specs}
-    plans = plan_generation(suite, generators, args.seeds, args.base_seed)
+    plans = plan_generation(suite, generators, seeds)
     out = args.out or Path("results") / "runs" / f"{suite.name}-{args.profile}"
     if args.out is None:
         RunDir(out).check_owned()
-    return plans, suite, RunDir(out)
+    return plans, suite, RunDir(out), seeds
 
 
 def _defaults(kind: str) -> str:
@@ -93,22 +95,22 @@ def _defaults(kind: str) -> str:
                     if getattr(entry.load(), "in_default_run", True))
 
 
-def _generation_config(args: argparse.Namespace, suite: Suite, plans: list[GenerationPlan]) -> dict[str, Any]:
+def _generation_config(args: argparse.Namespace, suite: Suite, plans: list[GenerationPlan],
+                       seeds: SeedPlan) -> dict[str, Any]:
     return {
         "suite": {k: v for k, v in suite.header().items() if k != "format"},
         "generators": {p.label: p.generator.identity() for p in plans},
-        "seeds": args.seeds,
-        "base_seed": args.base_seed,
+        **seeds.config(),
         "profile": args.profile,
     }
 
 
 def _generate(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suite, run_dir: RunDir,
-              executor: Executor, shard: Shard | None) -> None:
+              executor: Executor, shard: Shard | None, seeds: SeedPlan) -> None:
     """The manifest under the run's lock, then the images outside it (several processes may
     make a run's images at once), then where they were made, under the lock again."""
     with run_dir.locked():
-        _open_generation(args, plans, suite, run_dir)
+        _open_generation(args, plans, suite, run_dir, seeds)
     try:
         summary = run_generation(run_dir, plans, batch_size=args.batch_size, progress=not args.no_progress,
                                  executor=executor, shard=shard)
@@ -123,14 +125,16 @@ def _generate(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suit
         log.info("%s: %d made, %d kept", label, counts["made"], counts["kept"])
 
 
-def _open_generation(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suite, run_dir: RunDir) -> None:
+def _open_generation(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suite, run_dir: RunDir,
+                     seeds: SeedPlan) -> None:
     from eligen_bench.tiny import TINY_WARNING
 
-    manifest = run_dir.open_for(_generation_config(args, suite, plans), allow_mixed=args.allow_mixed)
+    manifest = run_dir.open_for(_generation_config(args, suite, plans, seeds), allow_mixed=args.allow_mixed)
     if not run_dir.suite_path.exists() or read_suite(run_dir.suite_path).hash != suite.hash:
         suite.write(run_dir.suite_path)
     manifest["profile"] = args.profile
-    manifest["seeds"] = seeds_for(suite, args.seeds, args.base_seed)
+    manifest["seeds"] = seeds_for(suite, seeds)
+    manifest["seed_source"] = seeds.describe()
     # Generators this command does not name stay in the run (see RunDir.open_for), with their notes.
     manifest["adapt_notes"] = {**manifest.get("adapt_notes", {}), **{p.label: p.notes for p in plans}}
     manifest["inputs"] = {r.layout.id: {"path": r.init_image, "sha256": r.init_image_sha256}
@@ -248,7 +252,6 @@ def _report(run_dir: RunDir, args: argparse.Namespace) -> int:
     for other in args.compare:
         RunDir(other).require_manifest()
     from eligen_bench.console import print_summary
-
     report = build_report(run_dir.root, reference_csv=args.reference, others=args.compare)
     print_summary(report, save_report(report))
     if not args.fail_on_regression:
@@ -351,9 +354,11 @@ def suite_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_plan(run_dir: RunDir, suite: Suite, plans: list[GenerationPlan], metrics: dict[str, Metric]) -> None:
+def _print_plan(run_dir: RunDir, suite: Suite, plans: list[GenerationPlan], metrics: dict[str, Metric],
+                seeds: SeedPlan) -> None:
     print(f"run folder: {run_dir.root}")
     print(f"suite: {suite.name} v{suite.version}, {len(suite.layouts)} layouts, hash {suite.hash}")
+    print(f"seeds: {seeds.describe()}")
     for plan in plans:
         todo = len(pending_requests(run_dir, plan))
         print(f"generator {plan.label}: {len(plan.requests)} images ({todo} to make); "
