@@ -175,8 +175,12 @@ def _add_metric_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_report_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--reference", type=Path, default=None,
-                        help="published numbers to compare with (e.g. results/reference/eligen_table1.csv)")
+    parser.add_argument("--reference", type=Path, action="append", default=None,
+                        help="published numbers to compare with (e.g. results/reference/eligen_table1.csv); "
+                        "repeatable")
+    parser.add_argument("--reference-map", default=None, metavar="LABEL=ROW[,LABEL=ROW]",
+                        help="which reference row a generator label compares with (default: the row named "
+                        "like its generator, e.g. eligen -> EliGen)")
     parser.add_argument("--compare", type=Path, action="append", default=[],
                         help="another run folder to compare with (regression test); repeatable")
     parser.add_argument("--fail-on-regression", action="store_true",

@@ -37,6 +37,7 @@ log = logging.getLogger("eligen_bench")
 
 # run / generate ----------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
+    _check_report_args(args)
     shard = parse_shard(args.shard)
     plans, suite, run_dir, seeds = _prepare_generation(args)
     metrics = _make_metrics(args.metrics, profile=args.profile, device=args.device,
@@ -233,10 +234,20 @@ def _metric_record(metric: Metric, shard_size: int) -> dict[str, Any]:
 
 # report ----------------------------------------------------------------------------
 def report(args: argparse.Namespace) -> int:
+    _check_report_args(args)
     run_dir = RunDir(args.out)
     run_dir.require_manifest()
     with run_dir.locked():
         return _report(run_dir, args)
+
+
+def _check_report_args(args: argparse.Namespace) -> None:
+    """Bad --reference / --reference-map values stop the command before any work."""
+    from eligen_bench.report.reference import parse_reference_map, read_reference
+
+    parse_reference_map(args.reference_map)
+    for path in args.reference or []:
+        read_reference(path)
 
 
 def _report(run_dir: RunDir, args: argparse.Namespace) -> int:
@@ -252,7 +263,10 @@ def _report(run_dir: RunDir, args: argparse.Namespace) -> int:
     for other in args.compare:
         RunDir(other).require_manifest()
     from eligen_bench.console import print_summary
-    report = build_report(run_dir.root, reference_csv=args.reference, others=args.compare)
+    from eligen_bench.report.reference import parse_reference_map
+
+    report = build_report(run_dir.root, reference_csv=args.reference, others=args.compare,
+                          reference_map=parse_reference_map(args.reference_map))
     print_summary(report, save_report(report))
     if not args.fail_on_regression:
         return 0
