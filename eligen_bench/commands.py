@@ -364,6 +364,8 @@ def suite_show(args: argparse.Namespace) -> int:
         print(f"{key}: {header[key]}")
     for note in suite.notes:
         print(f"note: {note}")
+    if suite.seed_list:
+        print(f"seeds: {', '.join(map(str, suite.seed_list))} for every layout (unless --seeds or --seed-list)")
     print("layouts by entity count: " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     return 0
 

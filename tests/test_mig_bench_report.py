@@ -180,3 +180,23 @@ def test_the_published_tables_read(tmp_path: Path) -> None:
     assert contextgen.loc["EliGen", ["sr", "isr", "miou"]].tolist() == [26.00, 64.12, 59.23]
     assert match_rows({"eligen": "eligen", "migc": "migc"}, list(contextgen.index), {}) == {"eligen": "EliGen",
                                                                                            "migc": "MIGC"}
+
+
+MIG_DIR = Path(__file__).parents[2] / "shared" / "data" / "mig_bench"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (MIG_DIR / "mig_bench.txt").is_file(), reason="MIG-Bench files not present")
+def test_tiny_mig_bench_run_prints_the_per_level_table(tmp_path: Path, monkeypatch, capsys, caplog) -> None:
+    monkeypatch.setenv("ELIGEN_BENCH_MIG_BENCH_DIR", str(MIG_DIR))
+    out = tmp_path / "run"
+    assert main(["run", "--suite", "mig-bench", "--limit", "4", "--profile", "tiny", "--no-progress",
+                 "--generators", "painter=harness_plugins:BoxPainter", "--metrics", "mig_bench",
+                 "--reference", str(REPO / "results" / "reference" / "deig_table2.csv"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "mig_bench per level (%):" in printed and "I-SR L2" in printed and "mIoU AVG" in printed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["seed_list"] == [42] and manifest["seeds"]["mig-0"] == [42]
+    assert "I-SR AVG" in (out / "report" / "levels.md").read_text()
+    assert r"\multicolumn" in (out / "report" / "table.tex").read_text()
+    assert any("deig_table2.csv: no row matches" in r.getMessage() for r in caplog.records)
