@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -200,3 +201,95 @@ def test_tiny_mig_bench_run_prints_the_per_level_table(tmp_path: Path, monkeypat
     assert "I-SR AVG" in (out / "report" / "levels.md").read_text()
     assert r"\multicolumn" in (out / "report" / "table.tex").read_text()
     assert any("deig_table2.csv: no row matches" in r.getMessage() for r in caplog.records)
+
+
+# The whole chain (metric rows -> report) on a hand-worked example with the scorer's quirks.
+# The two models are replaced by fixed answers (the boxes GroundingDINO finds, the mask SAM gives
+# for a layout box); everything else (best-IoU position, HSV test, rule, levels) is the real code.
+PINK, ORANGE, PURPLE, GREEN = (180, 105, 255), (0, 165, 255), (128, 0, 128), (0, 160, 0)  # BGR
+WHITE, BLACK = (250, 250, 250), (10, 10, 10)
+Q = 0.25  # a quarter of the 512 px image: 128 px, so every box is exact in pixels
+HAND = {  # layout: [(prompt, box, detections of its noun, SAM mask (y0, y1, x0, x1), paint)]
+    "A": [("a red car", (0, 0, Q, Q), [[300, 300, 400, 400], [0, 0, 128, 64]], (10, 60, 10, 60), [(PINK, 2500)]),
+          ("a brown dog", (0.5, 0.5, 1, 1), [[256, 256, 512, 512]], (300, 310, 300, 310), [(ORANGE, 20), (GREEN, 80)])],
+    "B": [("a red car", (0, 0, Q, Q), [[0, 0, 128, 128]], (10, 60, 10, 60), [(PURPLE, 2500)]),
+          ("a blue dog", (0.5, 0.5, 1, 1), [], None, [])],
+    "C": [("a green cup", (0, 0, Q, Q), [[0, 0, 64, 64], [256, 0, 384, 128]], None, []),
+          ("a white cup", (0.5, 0, 0.75, Q), [[0, 0, 64, 64], [256, 0, 384, 128]], (20, 60, 270, 300), [(WHITE, 1200)]),
+          ("a black bowl", (0.5, 0.5, 1, 1), [[256, 256, 512, 512]], (300, 310, 300, 310), [(BLACK, 19), (GREEN, 81)])],
+}
+# By hand: A: pink counts as red, IoU exactly 0.5 passes (term 0.5); orange counts as brown at
+# exactly 20% (term 1). B: purple is not red (term 0); no dog found (0). C: the green cup's best
+# IoU is 0.25 (raw term 0.25); the white cup shares the noun's detections, IoU 1, passes (1); 19%
+# black fails (0). L2: 2/4 succeed, terms 1.5/4, 1 of 2 images; L3: 1/3, 1.25/3, 0 of 1.
+HAND_EXPECTED = {"L2": (50.0, 37.5, 50.0), "L3": (100 / 3, 125 / 3, 0.0), "AVG": (300 / 7, 275 / 7, 100 / 3)}
+
+
+class FixedModels:
+    """Stands in for GroundingDINO and SAM: the detections and masks of HAND."""
+
+    def __init__(self, layouts: list[Layout]):
+        self.layouts = layouts
+
+    def detect(self, images, captions, **options):
+        from eligen_bench.metrics.mig_bench.grounding import Detections
+
+        found = []
+        for layout, wanted in zip(self.layouts, captions, strict=True):
+            boxes = {f"{prompt.split(' ', 2)[2]}.": hits for prompt, _, hits, _, _ in HAND[layout.id]}
+            found.append({c: Detections(np.array(boxes[c], np.float32).reshape(-1, 4), np.ones(len(boxes[c]), np.float32))
+                          for c in wanted})
+        return found
+
+    def segment(self, images, boxes, **options):
+        masks = []
+        for layout, image_boxes in zip(self.layouts, boxes, strict=True):
+            by_box = {tuple(np.array(box) * 512): region for _, box, _, region, _ in HAND[layout.id]}
+            image_masks = np.zeros((len(image_boxes), 512, 512), dtype=bool)
+            for k, box in enumerate(image_boxes):
+                y0, y1, x0, x1 = by_box[tuple(box)]
+                image_masks[k, y0:y1, x0:x1] = True
+            masks.append(image_masks)
+        return masks
+
+
+def test_hand_worked_example_through_metric_and_report(tmp_path: Path) -> None:
+    from eligen_bench.api.metric import ScoreItem
+    from eligen_bench.metrics.mig_bench.metric import MigBench
+
+    layouts, items = [], []
+    for layout_id, instances in HAND.items():
+        image = np.full((512, 512, 3), 90, dtype=np.uint8)
+        for _, _, _, region, paint in instances:
+            if region is not None:
+                y0, y1, x0, x1 = region
+                flat = image[y0:y1, x0:x1].reshape(-1, 3)
+                start = 0
+                for colour, count in paint:
+                    flat[start : start + count] = colour
+                    start += count
+                image[y0:y1, x0:x1] = flat.reshape(y1 - y0, x1 - x0, 3)
+        path = tmp_path / f"{layout_id}.png"
+        Image.fromarray(image[..., ::-1]).save(path)
+        layout = Layout(layout_id, layout_id, tuple(Entity(p, b) for p, b, _, _, _ in instances), 512, 512)
+        layouts.append(layout)
+        items.append(ScoreItem("eligen", layout, 0, 42, path, "x"))
+    rows = MigBench(model=FixedModels(layouts), device="cpu").score(items)
+    detail = {(r.layout_id, r.entity_index): r.detail for r in rows}
+    assert detail[("A", 0)]["iou"] == 0.5 and detail[("A", 0)]["colour_ok"]
+    assert (detail[("A", 1)]["colour_inside"], detail[("A", 1)]["colour_area"], detail[("A", 1)]["colour_ok"]) == (20, 100, True)
+    assert (detail[("B", 0)]["position_ok"], detail[("B", 0)]["colour_ok"], detail[("B", 0)]["miou"]) == (True, False, 0.0)
+    assert detail[("B", 1)]["iou"] is None and detail[("C", 0)]["miou"] == 0.25 and not detail[("C", 2)]["colour_ok"]
+
+    run = tmp_path / "run"
+    run.mkdir()
+    suite = Suite("hand", "1", tuple(layouts))
+    suite.write(run / "suite.jsonl")
+    metric = {"name": "mig_bench", "key": rows[0].metric_key, "level": "entity", "scale": 100}
+    (run / "manifest.json").write_text(json.dumps({"config": {
+        "suite": {"name": "hand", "hash": suite.hash}, "generators": {"eligen": {"name": "eligen"}},
+        "metrics": {"mig_bench": metric}, "seeds": 1, "base_seed": 0}}))
+    pd.DataFrame([r.to_record() for r in rows]).to_parquet(run / "scores.parquet")
+    levels = build_report(run, options=FAST).levels.set_index("level")
+    for level, (isr, miou, sr) in HAND_EXPECTED.items():
+        assert levels.loc[level, ["isr", "miou", "sr"]].tolist() == pytest.approx([isr, miou, sr]), level

@@ -50,11 +50,19 @@ DTYPES = ("float32", "float16", "bfloat16")
 
 @dataclass(frozen=True)
 class MigModels:
-    """The scorer's two models; `commits` are the hub revisions they were loaded at (None: local)."""
+    """The scorer's two models; `commits` are the hub revisions they were loaded at (None: local).
+
+    The metric only calls `detect` and `segment`: a test may inject any object that has them."""
 
     grounder: Grounder
     segmenter: Any
     commits: tuple[str | None, str | None] = (None, None)
+
+    def detect(self, images_bgr: Sequence[Any], captions: Sequence[Sequence[str]], **options: Any) -> list[dict]:
+        return detect(self.grounder, images_bgr, captions, **options)
+
+    def segment(self, images_rgb: Sequence[Any], boxes: Sequence[Any], **options: Any) -> list[Any]:
+        return segment(self.segmenter, images_rgb, boxes, **options)
 
 
 class MigBench(Metric):
@@ -73,11 +81,11 @@ class MigBench(Metric):
         "detector_revision": None,
         "segmenter": protocol.SEGMENTER_ID,
         "segmenter_revision": None,
-        "box_threshold": protocol.BOX_THRESHOLD,
-        "nms_threshold": protocol.NMS_THRESHOLD,
-        "iou_threshold": protocol.IOU_THRESHOLD,
-        "colour_ratio": protocol.COLOUR_RATIO,
-        "image_size": protocol.IMAGE_SIZE,
+        "box_threshold": protocol.BOX_THRESHOLD,  # eval_mig.py:182, :218
+        "nms_threshold": protocol.NMS_THRESHOLD,  # eval_mig.py:221
+        "iou_threshold": protocol.IOU_THRESHOLD,  # eval_mig.py:371, compared with < at :260
+        "colour_ratio": protocol.COLOUR_RATIO,  # eval_mig.py:322
+        "image_size": protocol.IMAGE_SIZE,  # eval_mig.py:449-450
         "dtype": "float32",  # the script runs both models in float32
         "pairs_per_batch": 16,
         "images_per_batch": 4,
@@ -138,14 +146,14 @@ class MigBench(Metric):
         o = self.options
         images = [prepare_image(item, int(o["image_size"])) for item in items]
         parsed = [[_parse(entity.prompt) for entity in item.layout.entities] for item in items]
-        found = detect(self.model.grounder, images, [[p.caption for p in ps if isinstance(p, Instance)] for ps in parsed],
-                       box_threshold=float(o["box_threshold"]), nms_threshold=float(o["nms_threshold"]),
-                       pairs_per_batch=int(o["pairs_per_batch"]))
+        found = self.model.detect(images, [[p.caption for p in ps if isinstance(p, Instance)] for ps in parsed],
+                                  box_threshold=float(o["box_threshold"]), nms_threshold=float(o["nms_threshold"]),
+                                  pairs_per_batch=int(o["pairs_per_batch"]))
         verdicts = [self._positions(item, ps, hits) for item, ps, hits in zip(items, parsed, found, strict=True)]
         boxes = [[_pixels(item.layout.entities[j].bbox, int(o["image_size"])) for j, v in enumerate(vs)
                   if v is not None and v.position_ok] for item, vs in zip(items, verdicts, strict=True)]
-        masks = segment(self.model.segmenter, [cv2.cvtColor(image, cv2.COLOR_BGR2RGB) for image in images],
-                        [_stack(b) for b in boxes], images_per_batch=int(o["images_per_batch"]))
+        masks = self.model.segment([cv2.cvtColor(image, cv2.COLOR_BGR2RGB) for image in images],
+                                   [_stack(b) for b in boxes], images_per_batch=int(o["images_per_batch"]))
         rows: list[ScoreRow] = []
         for item, image, ps, vs, image_masks, hits in zip(items, images, parsed, verdicts, masks, found, strict=True):
             waiting = iter(image_masks)
