@@ -30,6 +30,7 @@ from eligen_bench.api.generator import Capabilities, Generator
 from eligen_bench.errors import InputError, WorkerError
 from eligen_bench.hashing import file_sha256
 from eligen_bench.layout import Layout, short_repr
+from eligen_bench.registry import load_target
 from eligen_bench.requests import GenerationRequest
 from eligen_bench.worker_channel import Channel
 
@@ -242,7 +243,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     sys.stdout = sys.stderr
     try:
-        from eligen_bench.plugins import load_target
 
         cls = load_target(args.target, kind="generator")
         generator = cls(profile=args.profile, device=args.device, **json.loads(args.options))
