@@ -10,6 +10,7 @@ from typing import Any
 
 from eligen_bench import registry
 from eligen_bench.api.metric import Metric, ModelCache, ScoreItem
+from eligen_bench.config import RunConfig
 from eligen_bench.errors import InputError
 from eligen_bench.executors.base import Executor
 from eligen_bench.executors.dispatch import make_executor, record_execution, wait_for_images
@@ -36,53 +37,56 @@ log = logging.getLogger("eligen_bench")
 
 # run / generate ----------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
-    shard = parse_shard(args.shard)
-    plans, suite, run_dir = _prepare_generation(args)
-    metrics = _make_metrics(args.metrics, profile=args.profile, device=args.device,
-                            batch_size=args.metric_batch_size)
+    config = RunConfig.from_args(args)
+    shard = parse_shard(config.executor.shard)
+    plans, suite, run_dir = _prepare_generation(config)
+    metrics = _make_metrics(config.metrics, profile=config.profile, device=config.device,
+                            batch_size=config.metric_batch_size)
     existing = run_dir.read_manifest()
     check_metric_keys(metrics, existing["config"].get("metrics", {}) if existing else {})
-    if args.dry_run:
+    if config.dry_run:
         _print_plan(run_dir, suite, plans, metrics)
         return 0
-    executor = make_executor(args)
-    _generate(args, plans, suite, run_dir, executor, shard)
+    executor = make_executor(config.executor)
+    _generate(config, plans, suite, run_dir, executor, shard)
     if shard is not None:
         wait_for_images(run_dir)  # the other shards' images: every metric shard needs all
-    _score(run_dir, metrics, shard_size=args.shard_size, progress=not args.no_progress, executor=executor,
+    _score(run_dir, metrics, shard_size=config.shard_size, progress=config.progress, executor=executor,
            shard=shard)
     with run_dir.locked():
         if shard is not None and not run_status(run_dir).complete:
             log.info("shard %s done; the last shard to finish writes the report (`eligen-bench status %s`)",
                      shard, run_dir.root)
             return 0
-        return _report(run_dir, args)
+        return _report(run_dir, config)
 
 
 def generate(args: argparse.Namespace) -> int:
-    shard = parse_shard(args.shard)
-    plans, suite, run_dir = _prepare_generation(args)
-    if args.dry_run:
+    config = RunConfig.from_args(args)
+    shard = parse_shard(config.executor.shard)
+    plans, suite, run_dir = _prepare_generation(config)
+    if config.dry_run:
         _print_plan(run_dir, suite, plans, {})
         return 0
-    _generate(args, plans, suite, run_dir, make_executor(args), shard)
+    _generate(config, plans, suite, run_dir, make_executor(config.executor), shard)
     return 0
 
 
-def _prepare_generation(args: argparse.Namespace) -> tuple[list[GenerationPlan], Suite, RunDir]:
+def _prepare_generation(config: RunConfig) -> tuple[list[GenerationPlan], Suite, RunDir]:
     """Check the folder and every input; nothing is written here."""
-    if args.seeds < 1:
-        raise InputError(f"must be at least 1, got {args.seeds}", field="--seeds")
-    if args.out is not None:
-        RunDir(args.out).check_owned()  # a user's folder is refused before anything is read
-    suite = resolve_suite(args.suite).subset(args.limit)
-    specs = parse_specs(args.generators or _defaults("generator"), kind="generator")
+    if config.seeds < 1:
+        raise InputError(f"must be at least 1, got {config.seeds}", field="--seeds")
+    if config.out is not None:
+        RunDir(config.out).check_owned()  # a user's folder is refused before anything is read
+    suite = resolve_suite(config.suite).subset(config.limit)
+    specs = parse_specs(config.generators or _defaults("generator"), kind="generator")
     if not specs:
         raise InputError("no generator given or registered", field="--generators")
-    generators = {s.label: make_generator(s, profile=args.profile, device=args.device) for s in specs}
-    plans = plan_generation(suite, generators, args.seeds, args.base_seed)
-    out = args.out or Path("results") / "runs" / f"{suite.name}-{args.profile}"
-    if args.out is None:
+    profile = config.profile or "full"
+    generators = {s.label: make_generator(s, profile=profile, device=config.device) for s in specs}
+    plans = plan_generation(suite, generators, config.seeds, config.base_seed)
+    out = config.out or Path("results") / "runs" / f"{suite.name}-{profile}"
+    if config.out is None:
         RunDir(out).check_owned()
     return plans, suite, RunDir(out)
 
@@ -93,24 +97,24 @@ def _defaults(kind: str) -> str:
                     if getattr(entry.load(), "in_default_run", True))
 
 
-def _generation_config(args: argparse.Namespace, suite: Suite, plans: list[GenerationPlan]) -> dict[str, Any]:
+def _generation_config(config: RunConfig, suite: Suite, plans: list[GenerationPlan]) -> dict[str, Any]:
     return {
         "suite": {k: v for k, v in suite.header().items() if k != "format"},
         "generators": {p.label: p.generator.identity() for p in plans},
-        "seeds": args.seeds,
-        "base_seed": args.base_seed,
-        "profile": args.profile,
+        "seeds": config.seeds,
+        "base_seed": config.base_seed,
+        "profile": config.profile,
     }
 
 
-def _generate(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suite, run_dir: RunDir,
+def _generate(config: RunConfig, plans: list[GenerationPlan], suite: Suite, run_dir: RunDir,
               executor: Executor, shard: Shard | None) -> None:
     """The manifest under the run's lock, then the images outside it (several processes may
     make a run's images at once), then where they were made, under the lock again."""
     with run_dir.locked():
-        _open_generation(args, plans, suite, run_dir)
+        _open_generation(config, plans, suite, run_dir)
     try:
-        summary = run_generation(run_dir, plans, batch_size=args.batch_size, progress=not args.no_progress,
+        summary = run_generation(run_dir, plans, batch_size=config.batch_size, progress=config.progress,
                                  executor=executor, shard=shard)
     finally:  # what the generators found so far (truncated prompts, load notes), even when the run stops
         with run_dir.locked():
@@ -123,19 +127,19 @@ def _generate(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suit
         log.info("%s: %d made, %d kept", label, counts["made"], counts["kept"])
 
 
-def _open_generation(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suite, run_dir: RunDir) -> None:
+def _open_generation(config: RunConfig, plans: list[GenerationPlan], suite: Suite, run_dir: RunDir) -> None:
     from eligen_bench.tiny import TINY_WARNING
 
-    manifest = run_dir.open_for(_generation_config(args, suite, plans), allow_mixed=args.allow_mixed)
+    manifest = run_dir.open_for(_generation_config(config, suite, plans), allow_mixed=config.allow_mixed)
     if not run_dir.suite_path.exists() or read_suite(run_dir.suite_path).hash != suite.hash:
         suite.write(run_dir.suite_path)
-    manifest["profile"] = args.profile
-    manifest["seeds"] = seeds_for(suite, args.seeds, args.base_seed)
+    manifest["profile"] = config.profile
+    manifest["seeds"] = seeds_for(suite, config.seeds, config.base_seed)
     # Generators this command does not name stay in the run (see RunDir.open_for), with their notes.
     manifest["adapt_notes"] = {**manifest.get("adapt_notes", {}), **{p.label: p.notes for p in plans}}
     manifest["inputs"] = {r.layout.id: {"path": r.init_image, "sha256": r.init_image_sha256}
                           for plan in plans for r in plan.requests if r.init_image is not None}
-    manifest["warnings"] = [TINY_WARNING] if args.profile == "tiny" else []
+    manifest["warnings"] = [TINY_WARNING] if config.profile == "tiny" else []
     manifest["warnings"] += [f"suite note: {note}" for note in suite.notes]
     manifest["references"] = {**manifest.get("references", {}),
                               **{p.label: p.generator.reference for p in plans}}
@@ -153,14 +157,16 @@ def _record_load_notes(run_dir: RunDir, plans: list[GenerationPlan]) -> None:
 
 # score ---------------------------------------------------------------------------
 def score(args: argparse.Namespace) -> int:
-    run_dir = RunDir(args.out)
+    config = RunConfig.from_args(args)
+    run_dir = RunDir(config.out)
     manifest = run_dir.require_manifest()
-    profile = args.profile or manifest.get("profile", "full")
-    metrics = _make_metrics(args.metrics, profile=profile, device=args.device, batch_size=args.metric_batch_size)
+    profile = config.profile or manifest.get("profile", "full")
+    metrics = _make_metrics(config.metrics, profile=profile, device=config.device,
+                            batch_size=config.metric_batch_size)
     check_metric_keys(metrics, manifest["config"].get("metrics", {}))
-    shard = parse_shard(args.shard)
-    _score(run_dir, metrics, shard_size=args.shard_size, progress=not args.no_progress,
-           executor=make_executor(args), shard=shard)
+    shard = parse_shard(config.executor.shard)
+    _score(run_dir, metrics, shard_size=config.shard_size, progress=config.progress,
+           executor=make_executor(config.executor), shard=shard)
     return 0
 
 
@@ -229,13 +235,14 @@ def _metric_record(metric: Metric, shard_size: int) -> dict[str, Any]:
 
 # report ----------------------------------------------------------------------------
 def report(args: argparse.Namespace) -> int:
-    run_dir = RunDir(args.out)
+    config = RunConfig.from_args(args)
+    run_dir = RunDir(config.out)
     run_dir.require_manifest()
     with run_dir.locked():
-        return _report(run_dir, args)
+        return _report(run_dir, config)
 
 
-def _report(run_dir: RunDir, args: argparse.Namespace) -> int:
+def _report(run_dir: RunDir, config: RunConfig) -> int:
     """Write the report; 1 when --fail-on-regression finds a regression against --compare runs,
     2 when it has nothing comparable to check (the gate fails closed)."""
     from eligen_bench.report import build_report, save_report
@@ -243,18 +250,18 @@ def _report(run_dir: RunDir, args: argparse.Namespace) -> int:
 
     if not run_dir.scores_path.exists():
         raise InputError("no scores.parquet: run `eligen-bench score` first", where=str(run_dir.root))
-    if args.fail_on_regression and not args.compare:
+    if config.fail_on_regression and not config.compare:
         raise InputError("needs a run to compare with (--compare RUN)", field="--fail-on-regression")
-    for other in args.compare:
+    for other in config.compare:
         RunDir(other).require_manifest()
     from eligen_bench.console import print_summary
 
-    report = build_report(run_dir.root, reference_csv=args.reference, others=args.compare)
+    report = build_report(run_dir.root, reference_csv=config.reference, others=list(config.compare))
     print_summary(report, save_report(report))
-    if not args.fail_on_regression:
+    if not config.fail_on_regression:
         return 0
     assert report.deltas is not None
-    unchecked = unchecked_runs(report.deltas, [Path(other).name for other in args.compare], report.warnings)
+    unchecked = unchecked_runs(report.deltas, [Path(other).name for other in config.compare], report.warnings)
     if unchecked:
         raise InputError(f"nothing comparable to check: {unchecked[0]}", field="--fail-on-regression")
     for row in ungated(report.deltas).itertuples(index=False):

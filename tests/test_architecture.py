@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"eligen_bench": ROOT / "eligen_bench", "eligen_bench.generators": ROOT / "generators",
             "eligen_bench.metrics": ROOT / "metrics"}
@@ -88,3 +90,27 @@ def test_no_import_circles() -> None:
     # A package's __init__ importing its own submodules is not a circle of behaviour.
     cycles = [c for c in cycles if not all(m.startswith(c[0]) or c[0].startswith(m) for m in c)]
     assert cycles == []
+
+
+def test_argument_namespaces_stay_in_the_command_layer() -> None:
+    """Executors, stages and the report take typed configuration, never argparse's namespace."""
+    below = [path for folder in ("stages", "executors", "report")
+             for path in (ROOT / "eligen_bench" / folder).rglob("*.py") if "argparse" in path.read_text()]
+    assert below == []
+
+
+def test_run_config_is_built_once_from_the_arguments() -> None:
+    import dataclasses
+
+    from eligen_bench.cli import build_parser
+    from eligen_bench.config import ExecutorConfig, RunConfig
+
+    args = build_parser().parse_args(["run", "--profile", "tiny", "--seeds", "3", "--no-progress",
+                                      "--compare", "a", "--compare", "b", "--executor", "ray", "--workers", "2"])
+    config = RunConfig.from_args(args)
+    assert (config.profile, config.seeds, config.progress, config.compare) == ("tiny", 3, False, (Path("a"), Path("b")))
+    assert config.executor == ExecutorConfig(name="ray", workers=2)
+    score = RunConfig.from_args(build_parser().parse_args(["score", "--out", "r"]))
+    assert score.profile is None and score.seeds == 1 and score.out == Path("r")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.seeds = 4  # type: ignore[misc]
