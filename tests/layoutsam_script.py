@@ -33,7 +33,7 @@ def score_image(generated_img: str, normalised_boxes, region_caption_list, detia
     img_score_color = 0
     img_score_texture = 0
     img_score_shape = 0
-    # noqa-free spelling of the script's zip(...) over equal-length lists (strict=False, as in 3.9)
+    # the script zips equal-length lists; strict=False keeps its behaviour
     for bbox, detial_region_caption, region_caption in zip(region_bboxes_list, detial_region_caption_list, region_caption_list, strict=False):
         x1, y1, x2, y2 = bbox
         x1 = int(x1 * resolution)
