@@ -8,6 +8,7 @@ literals), width and height int32, file_name. Shards are `data/test-NNNNN-of-NNN
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
@@ -67,3 +68,26 @@ def write_layoutsam_fixture(root: Path, records: list[dict] | None = None, shard
     for k in range(shards):
         pq.write_table(table(records[k * per:(k + 1) * per]), data / f"test-{k:05d}-of-{shards:05d}.parquet")
     return Path(root)
+
+
+ANSWERS = ("Yes", "No", "yes, it is.", "YES", "No, only the eyes are visible.", "Nope", "Yes.", "no")
+"""Answers chosen to tell the substring test from a plausible parser: 'YES' counts no, and the
+'eyes' in a no counts yes."""
+
+
+class HashJudge:
+    """Test double of the judge: a fixed answer per (crop pixels, question); records every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def reply(self, crop, question: str) -> str:
+        import numpy as np
+
+        pixels = np.asarray(crop.convert("RGB"))
+        digest = hashlib.sha256(pixels.tobytes() + str(pixels.shape).encode() + question.encode()).digest()
+        self.calls.append((hashlib.sha256(pixels.tobytes()).hexdigest()[:12], question))
+        return ANSWERS[digest[0] % len(ANSWERS)]
+
+    def answer(self, images, questions) -> list[str]:
+        return [self.reply(image, q) for image, q in zip(images, questions, strict=True)]

@@ -1,6 +1,6 @@
 """LayoutSAM-Eval scoring against an independent transcription of its reference scorer.
 
-The judge here is a test double (`HashJudge`: an answer picked by a hash of the crop's pixels and
+The judge here is a test double (`layoutsam_fixture.HashJudge`: an answer picked by a hash of the crop's pixels and
 the question), so the parity is about everything around the model: prompt text, '/' stripping,
 crop arithmetic, the JPEG the reference read, the substring yes test, the spatial gate and the
 aggregation. The model call itself is covered by test_layoutsam_judge.py.
@@ -8,7 +8,6 @@ aggregation. The model call itself is covered by test_layoutsam_judge.py.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from pathlib import Path
 
@@ -29,28 +28,9 @@ from eligen_bench.metrics.layoutsam.scores import (
 )
 
 import layoutsam_script as script
+from layoutsam_fixture import HashJudge
 
-ANSWERS = ("Yes", "No", "yes, it is.", "YES", "No, only the eyes are visible.", "Nope", "Yes.", "no")
-"""Answers chosen to tell the substring test from a plausible parser: 'YES' counts no, and the
-'eyes' in a no counts yes."""
 METRICS = (LayoutSamSpatial, LayoutSamColor, LayoutSamTexture, LayoutSamShape)
-
-
-class HashJudge:
-    """Test double of the judge: a fixed answer per (crop pixels, question); records every call."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
-
-    def reply(self, crop: Image.Image, question: str) -> str:
-        pixels = np.asarray(crop.convert("RGB"))
-        digest = hashlib.sha256(pixels.tobytes() + str(pixels.shape).encode() + question.encode()).digest()
-        self.calls.append((hashlib.sha256(pixels.tobytes()).hexdigest()[:12], question))
-        return ANSWERS[digest[0] % len(ANSWERS)]
-
-    def answer(self, images, questions) -> list[str]:
-        return [self.reply(image, q) for image, q in zip(images, questions, strict=True)]
-
 
 LAYOUTS = [
     Layout("layoutsam-0000", "a street", (

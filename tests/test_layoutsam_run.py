@@ -14,8 +14,7 @@ from eligen_bench.metrics.layoutsam import judge as jd
 from eligen_bench.suite import read_suite
 
 import layoutsam_script as script
-from layoutsam_fixture import write_layoutsam_fixture
-from test_layoutsam_protocol import HashJudge
+from layoutsam_fixture import HashJudge, write_layoutsam_fixture
 
 REFERENCE = Path(__file__).parents[1] / "results" / "reference" / "contextgen_table2_layoutsam.csv"
 GENERATORS = "short=harness_plugins:BoxPainter,detail=harness_plugins:BoxPainter[entity_text=description]"

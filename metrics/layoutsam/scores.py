@@ -19,7 +19,7 @@ What the judge sees (`crop`): by default each box scaled by the generated image'
 height; `crop='fixed', crop_resolution=512|1024` reproduces the script's single hard-coded
 resolution exactly (float32 product, truncation), for parity with its published numbers.
 `jpeg_quality=75` (default) scores the image after the JPEG round trip the reference's saved
-`.jpg` files went through; `jpeg_quality=None` scores the PNG as generated. An empty crop (a box
+`.jpg` files went through; `jpeg_quality=null` (None) scores the PNG as generated. An empty crop (a box
 thinner than a pixel at the image's size) scores 0 on all four without asking the judge.
 """
 
