@@ -68,3 +68,19 @@ def test_tiny_profile_run_gives_four_scores_per_generator(tmp_path) -> None:
     assert table.notna().all().all() and ((table >= 0) & (table <= 100)).all().all()
     report = (tmp_path / "run" / "report" / "table.md").read_text()
     assert "layoutsam_shape" in report and "tiny profile" in report
+
+
+def test_contextgen_reference_rows_meet_our_generator_names() -> None:
+    from eligen_bench.report.data import MetricInfo
+    from eligen_bench.report.reference import compare_with_reference, read_reference
+
+    metrics = {label: MetricInfo(label=label, name=name, key="k") for label, name in
+               (("color", "layoutsam_color"), ("CLIP", "clip_global"), ("Pick", "pickscore"))}
+    summary = pd.DataFrame([{"generator": g, "metric": m, "mean": 50.0, "ci_low": 40.0, "ci_high": 60.0}
+                            for g in ("eligen", "instancediffusion", "flux") for m in metrics])
+    table = compare_with_reference(summary, metrics, read_reference(REFERENCE)).set_index(["generator", "metric"])
+    assert table.loc[("instancediffusion", "color"), "reference_model"] == "InstanceDiffusion"
+    assert table.loc[("instancediffusion", "color"), "published"] == pytest.approx(71.39)
+    assert table.loc[("eligen", "CLIP"), "published"] == pytest.approx(26.89)
+    assert table.loc[("eligen", "Pick"), "published"] == pytest.approx(22.27)
+    assert "flux" not in table.index.get_level_values(0)
