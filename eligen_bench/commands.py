@@ -143,6 +143,9 @@ def _open_generation(config: RunConfig, plans: list[GenerationPlan], suite: Suit
     manifest["warnings"] += [f"suite note: {note}" for note in suite.notes]
     manifest["references"] = {**manifest.get("references", {}),
                               **{p.label: p.generator.reference for p in plans}}
+    # Which entity text (short prompt or detailed description) each generator was given.
+    manifest["entity_text"] = {**manifest.get("entity_text", {}),
+                               **{p.label: p.generator.text_choice for p in plans}}
     run_dir.write_manifest(manifest)
 
 
@@ -311,7 +314,8 @@ def _describe(kind: str, obj: Any) -> str:
         caps = obj.capabilities.to_dict()
         flags = [k for k in ("boxes", "masks", "inpainting") if caps[k]]
         limit = caps["max_entities"] if caps["max_entities"] is not None else "any"
-        return f"{'+'.join(flags) or 'text only'}; entities {limit}; {caps['resolution'][0]}x{caps['resolution'][1]}  {obj.description}"
+        return (f"{'+'.join(flags) or 'text only'}; entities {limit}; {caps['resolution'][0]}x{caps['resolution'][1]}; "
+                f"entity text: {obj.entity_text}  {obj.description}")
     if kind == "metric":
         direction = "higher is better" if obj.higher_is_better else "lower is better"
         return f"per {obj.level}; {direction}  {obj.description}"
