@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
-    from eligen_bench.report.site import command
+    from eligen_bench.report.site_page import command
 
     return command(args)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from eligen_bench import registry
 from eligen_bench.api.metric import Metric, ModelCache, ScoreItem
+from eligen_bench.config import RunConfig
 from eligen_bench.errors import InputError
 from eligen_bench.executors.base import Executor
 from eligen_bench.executors.dispatch import make_executor, record_execution, wait_for_images
@@ -37,55 +38,58 @@ log = logging.getLogger("eligen_bench")
 
 # run / generate ----------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
-    _check_report_args(args)
-    shard = parse_shard(args.shard)
-    plans, suite, run_dir, seeds = _prepare_generation(args)
-    metrics = _make_metrics(args.metrics, profile=args.profile, device=args.device,
-                            batch_size=args.metric_batch_size)
+    config = RunConfig.from_args(args)
+    _check_report_args(config)
+    shard = parse_shard(config.executor.shard)
+    plans, suite, run_dir, seeds = _prepare_generation(config)
+    metrics = _make_metrics(config.metrics, profile=config.profile, device=config.device,
+                            batch_size=config.metric_batch_size)
     existing = run_dir.read_manifest()
     check_metric_keys(metrics, existing["config"].get("metrics", {}) if existing else {})
-    if args.dry_run:
+    if config.dry_run:
         _print_plan(run_dir, suite, plans, metrics, seeds)
         return 0
-    executor = make_executor(args)
-    _generate(args, plans, suite, run_dir, executor, shard, seeds)
+    executor = make_executor(config.executor)
+    _generate(config, plans, suite, run_dir, executor, shard, seeds)
     if shard is not None:
         wait_for_images(run_dir)  # the other shards' images: every metric shard needs all
-    _score(run_dir, metrics, shard_size=args.shard_size, progress=not args.no_progress, executor=executor,
+    _score(run_dir, metrics, shard_size=config.shard_size, progress=config.progress, executor=executor,
            shard=shard)
     with run_dir.locked():
         if shard is not None and not run_status(run_dir).complete:
             log.info("shard %s done; the last shard to finish writes the report (`eligen-bench status %s`)",
                      shard, run_dir.root)
             return 0
-        return _report(run_dir, args)
+        return _report(run_dir, config)
 
 
 def generate(args: argparse.Namespace) -> int:
-    shard = parse_shard(args.shard)
-    plans, suite, run_dir, seeds = _prepare_generation(args)
-    if args.dry_run:
+    config = RunConfig.from_args(args)
+    shard = parse_shard(config.executor.shard)
+    plans, suite, run_dir, seeds = _prepare_generation(config)
+    if config.dry_run:
         _print_plan(run_dir, suite, plans, {}, seeds)
         return 0
-    _generate(args, plans, suite, run_dir, make_executor(args), shard, seeds)
+    _generate(config, plans, suite, run_dir, make_executor(config.executor), shard, seeds)
     return 0
 
 
-def _prepare_generation(args: argparse.Namespace) -> tuple[list[GenerationPlan], Suite, RunDir, SeedPlan]:
+def _prepare_generation(config: RunConfig) -> tuple[list[GenerationPlan], Suite, RunDir, SeedPlan]:
     """Check the folder and every input; nothing is written here."""
-    if args.seeds is not None and args.seeds < 1:
-        raise InputError(f"must be at least 1, got {args.seeds}", field="--seeds")
-    if args.out is not None:
-        RunDir(args.out).check_owned()  # a user's folder is refused before anything is read
-    suite = resolve_suite(args.suite).subset(args.limit)
-    seeds = resolve_seeds(suite, seeds=args.seeds, base_seed=args.base_seed, seed_list=args.seed_list)
-    specs = parse_specs(args.generators or _defaults("generator"), kind="generator")
+    if config.seeds is not None and config.seeds < 1:
+        raise InputError(f"must be at least 1, got {config.seeds}", field="--seeds")
+    if config.out is not None:
+        RunDir(config.out).check_owned()  # a user's folder is refused before anything is read
+    suite = resolve_suite(config.suite).subset(config.limit)
+    seeds = resolve_seeds(suite, seeds=config.seeds, base_seed=config.base_seed, seed_list=config.seed_list)
+    specs = parse_specs(config.generators or _defaults("generator"), kind="generator")
     if not specs:
         raise InputError("no generator given or registered", field="--generators")
-    generators = {s.label: make_generator(s, profile=args.profile, device=args.device) for s in specs}
+    profile = config.profile or "full"
+    generators = {s.label: make_generator(s, profile=profile, device=config.device) for s in specs}
     plans = plan_generation(suite, generators, seeds)
-    out = args.out or Path("results") / "runs" / f"{suite.name}-{args.profile}"
-    if args.out is None:
+    out = config.out or Path("results") / "runs" / f"{suite.name}-{profile}"
+    if config.out is None:
         RunDir(out).check_owned()
     return plans, suite, RunDir(out), seeds
 
@@ -96,24 +100,24 @@ def _defaults(kind: str) -> str:
                     if getattr(entry.load(), "in_default_run", True))
 
 
-def _generation_config(args: argparse.Namespace, suite: Suite, plans: list[GenerationPlan],
+def _generation_config(config: RunConfig, suite: Suite, plans: list[GenerationPlan],
                        seeds: SeedPlan) -> dict[str, Any]:
     return {
         "suite": {k: v for k, v in suite.header().items() if k != "format"},
         "generators": {p.label: p.generator.identity() for p in plans},
         **seeds.config(),
-        "profile": args.profile,
+        "profile": config.profile,
     }
 
 
-def _generate(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suite, run_dir: RunDir,
+def _generate(config: RunConfig, plans: list[GenerationPlan], suite: Suite, run_dir: RunDir,
               executor: Executor, shard: Shard | None, seeds: SeedPlan) -> None:
     """The manifest under the run's lock, then the images outside it (several processes may
     make a run's images at once), then where they were made, under the lock again."""
     with run_dir.locked():
-        _open_generation(args, plans, suite, run_dir, seeds)
+        _open_generation(config, plans, suite, run_dir, seeds)
     try:
-        summary = run_generation(run_dir, plans, batch_size=args.batch_size, progress=not args.no_progress,
+        summary = run_generation(run_dir, plans, batch_size=config.batch_size, progress=config.progress,
                                  executor=executor, shard=shard)
     finally:  # what the generators found so far (truncated prompts, load notes), even when the run stops
         with run_dir.locked():
@@ -126,24 +130,27 @@ def _generate(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suit
         log.info("%s: %d made, %d kept", label, counts["made"], counts["kept"])
 
 
-def _open_generation(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suite, run_dir: RunDir,
+def _open_generation(config: RunConfig, plans: list[GenerationPlan], suite: Suite, run_dir: RunDir,
                      seeds: SeedPlan) -> None:
     from eligen_bench.tiny import TINY_WARNING
 
-    manifest = run_dir.open_for(_generation_config(args, suite, plans, seeds), allow_mixed=args.allow_mixed)
+    manifest = run_dir.open_for(_generation_config(config, suite, plans, seeds), allow_mixed=config.allow_mixed)
     if not run_dir.suite_path.exists() or read_suite(run_dir.suite_path).hash != suite.hash:
         suite.write(run_dir.suite_path)
-    manifest["profile"] = args.profile
+    manifest["profile"] = config.profile
     manifest["seeds"] = seeds_for(suite, seeds)
     manifest["seed_source"] = seeds.describe()
     # Generators this command does not name stay in the run (see RunDir.open_for), with their notes.
     manifest["adapt_notes"] = {**manifest.get("adapt_notes", {}), **{p.label: p.notes for p in plans}}
     manifest["inputs"] = {r.layout.id: {"path": r.init_image, "sha256": r.init_image_sha256}
                           for plan in plans for r in plan.requests if r.init_image is not None}
-    manifest["warnings"] = [TINY_WARNING] if args.profile == "tiny" else []
+    manifest["warnings"] = [TINY_WARNING] if config.profile == "tiny" else []
     manifest["warnings"] += [f"suite note: {note}" for note in suite.notes]
     manifest["references"] = {**manifest.get("references", {}),
                               **{p.label: p.generator.reference for p in plans}}
+    # Which entity text (short prompt or detailed description) each generator was given.
+    manifest["entity_text"] = {**manifest.get("entity_text", {}),
+                               **{p.label: p.generator.text_choice for p in plans}}
     run_dir.write_manifest(manifest)
 
 
@@ -158,14 +165,16 @@ def _record_load_notes(run_dir: RunDir, plans: list[GenerationPlan]) -> None:
 
 # score ---------------------------------------------------------------------------
 def score(args: argparse.Namespace) -> int:
-    run_dir = RunDir(args.out)
+    config = RunConfig.from_args(args)
+    run_dir = RunDir(config.out)
     manifest = run_dir.require_manifest()
-    profile = args.profile or manifest.get("profile", "full")
-    metrics = _make_metrics(args.metrics, profile=profile, device=args.device, batch_size=args.metric_batch_size)
+    profile = config.profile or manifest.get("profile", "full")
+    metrics = _make_metrics(config.metrics, profile=profile, device=config.device,
+                            batch_size=config.metric_batch_size)
     check_metric_keys(metrics, manifest["config"].get("metrics", {}))
-    shard = parse_shard(args.shard)
-    _score(run_dir, metrics, shard_size=args.shard_size, progress=not args.no_progress,
-           executor=make_executor(args), shard=shard)
+    shard = parse_shard(config.executor.shard)
+    _score(run_dir, metrics, shard_size=config.shard_size, progress=config.progress,
+           executor=make_executor(config.executor), shard=shard)
     return 0
 
 
@@ -234,23 +243,24 @@ def _metric_record(metric: Metric, shard_size: int) -> dict[str, Any]:
 
 # report ----------------------------------------------------------------------------
 def report(args: argparse.Namespace) -> int:
-    _check_report_args(args)
-    run_dir = RunDir(args.out)
+    config = RunConfig.from_args(args)
+    _check_report_args(config)
+    run_dir = RunDir(config.out)
     run_dir.require_manifest()
     with run_dir.locked():
-        return _report(run_dir, args)
+        return _report(run_dir, config)
 
 
-def _check_report_args(args: argparse.Namespace) -> None:
+def _check_report_args(config: RunConfig) -> None:
     """Bad --reference / --reference-map values stop the command before any work."""
     from eligen_bench.report.reference import parse_reference_map, read_reference
 
-    parse_reference_map(args.reference_map)
-    for path in args.reference or []:
+    parse_reference_map(config.reference_map)
+    for path in config.reference:
         read_reference(path)
 
 
-def _report(run_dir: RunDir, args: argparse.Namespace) -> int:
+def _report(run_dir: RunDir, config: RunConfig) -> int:
     """Write the report; 1 when --fail-on-regression finds a regression against --compare runs,
     2 when it has nothing comparable to check (the gate fails closed)."""
     from eligen_bench.report import build_report, save_report
@@ -258,20 +268,20 @@ def _report(run_dir: RunDir, args: argparse.Namespace) -> int:
 
     if not run_dir.scores_path.exists():
         raise InputError("no scores.parquet: run `eligen-bench score` first", where=str(run_dir.root))
-    if args.fail_on_regression and not args.compare:
+    if config.fail_on_regression and not config.compare:
         raise InputError("needs a run to compare with (--compare RUN)", field="--fail-on-regression")
-    for other in args.compare:
+    for other in config.compare:
         RunDir(other).require_manifest()
     from eligen_bench.console import print_summary
     from eligen_bench.report.reference import parse_reference_map
 
-    report = build_report(run_dir.root, reference_csv=args.reference, others=args.compare,
-                          reference_map=parse_reference_map(args.reference_map))
+    report = build_report(run_dir.root, reference_csv=list(config.reference), others=list(config.compare),
+                          reference_map=parse_reference_map(config.reference_map))
     print_summary(report, save_report(report))
-    if not args.fail_on_regression:
+    if not config.fail_on_regression:
         return 0
     assert report.deltas is not None
-    unchecked = unchecked_runs(report.deltas, [Path(other).name for other in args.compare], report.warnings)
+    unchecked = unchecked_runs(report.deltas, [Path(other).name for other in config.compare], report.warnings)
     if unchecked:
         raise InputError(f"nothing comparable to check: {unchecked[0]}", field="--fail-on-regression")
     for row in ungated(report.deltas).itertuples(index=False):
@@ -321,7 +331,8 @@ def _describe(kind: str, obj: Any) -> str:
         caps = obj.capabilities.to_dict()
         flags = [k for k in ("boxes", "masks", "inpainting") if caps[k]]
         limit = caps["max_entities"] if caps["max_entities"] is not None else "any"
-        return f"{'+'.join(flags) or 'text only'}; entities {limit}; {caps['resolution'][0]}x{caps['resolution'][1]}  {obj.description}"
+        return (f"{'+'.join(flags) or 'text only'}; entities {limit}; {caps['resolution'][0]}x{caps['resolution'][1]}; "
+                f"entity text: {obj.entity_text}  {obj.description}")
     if kind == "metric":
         direction = "higher is better" if obj.higher_is_better else "lower is better"
         return f"per {obj.level}; {direction}  {obj.description}"

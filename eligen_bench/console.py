@@ -130,11 +130,13 @@ def print_levels_and_reference(report: Any) -> None:
     """MIG-Bench's per-level table and the published-vs-this-run table, when the report has them."""
     levels = getattr(report, "levels", None)
     if levels is not None and len(levels):
-        from eligen_bench.report.levels import text_lines
+        from eligen_bench.report.levels import text_tables
 
-        print()
-        for line in text_lines(levels):
-            print(line)
+        for title, headers, rows in text_tables(levels):
+            print()
+            print(title)
+            for line in text_table(headers, rows):
+                print(line)
     compared = getattr(report, "reference", None)
     if compared is not None and len(compared):
         print()

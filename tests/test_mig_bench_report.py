@@ -109,7 +109,7 @@ def test_report_has_the_per_level_table(tmp_path: Path) -> None:
 
 def published(tmp_path: Path) -> Path:
     path = tmp_path / "published.csv"
-    path.write_text("# Some paper, Table 9: COCO-MIG.\nmodel,sr,isr,miou,isr_l2,gclip\n"
+    path.write_text("# Some paper, Table 9: COCO-MIG.\nmodel,mig_sr,mig_isr,mig_miou,mig_isr_l2,miou\n"
                     "EliGen,30.0,60.0,40.0,70.0,25.0\nMIGC,20.0,50.0,45.0,55.0,24.0\n")
     return path
 
@@ -118,12 +118,12 @@ def test_published_vs_this_run_by_generator_name_and_by_map(tmp_path: Path) -> N
     run = make_run(tmp_path, {"eligen": "eligen", "ckpt": "migc"})
     report = build_report(run, reference_csv=[published(tmp_path)], options=FAST)
     table = report.reference.set_index(["generator", "reference_column"])
-    assert table.loc[("eligen", "isr"), "reference_model"] == "EliGen"
-    assert table.loc[("eligen", "isr"), "delta"] == pytest.approx(400 / 7 - 60.0)
-    assert table.loc[("eligen", "sr"), "ours"] == pytest.approx(100 / 3)
-    assert table.loc[("eligen", "isr_l2"), "published"] == 70.0
-    assert table.loc[("ckpt", "miou"), "reference_model"] == "MIGC"  # label 'ckpt' is a migc run
-    assert "gclip" not in set(table.index.get_level_values(1))
+    assert table.loc[("eligen", "mig_isr"), "reference_model"] == "EliGen"
+    assert table.loc[("eligen", "mig_isr"), "delta"] == pytest.approx(400 / 7 - 60.0)
+    assert table.loc[("eligen", "mig_sr"), "ours"] == pytest.approx(100 / 3)
+    assert table.loc[("eligen", "mig_isr_l2"), "published"] == 70.0
+    assert table.loc[("ckpt", "mig_miou"), "reference_model"] == "MIGC"  # label 'ckpt' is a migc run
+    assert "miou" not in set(table.index.get_level_values(1))  # YOLO's miou: another metric
     assert report.reference_sources == ["published.csv: Some paper, Table 9: COCO-MIG."]
 
     mapped = build_report(run, reference_csv=[published(tmp_path)], reference_map={"ckpt": "EliGen"}, options=FAST)
@@ -170,15 +170,15 @@ def test_the_published_tables_read(tmp_path: Path) -> None:
     from eligen_bench.report.reference import read_reference
 
     deig = read_reference(REPO / "results" / "reference" / "deig_table2.csv")
-    assert deig.loc["MIGC", "isr"] == 65.84 and deig.loc["DEIG", "miou_l6"] == 62.68
+    assert deig.loc["MIGC", "mig_isr"] == 65.84 and deig.loc["DEIG", "mig_miou_l6"] == 62.68
     weights = [320, 480, 640, 800, 960]  # instances per level: 160 images x 2..6 instances
     for model in deig.index:  # the printed AVG is the instance-weighted mean (DEIG's own I-SR excepted)
-        for measure in ("isr", "miou"):
+        for measure in ("mig_isr", "mig_miou"):
             mean = sum(deig.loc[model, f"{measure}_l{n}"] * w for n, w in zip(range(2, 7), weights, strict=True)) / 3200
-            if (model, measure) != ("DEIG", "isr"):
+            if (model, measure) != ("DEIG", "mig_isr"):
                 assert mean == pytest.approx(deig.loc[model, measure], abs=0.011), (model, measure)
     contextgen = read_reference(REPO / "results" / "reference" / "contextgen_table2_cocomig.csv")
-    assert contextgen.loc["EliGen", ["sr", "isr", "miou"]].tolist() == [26.00, 64.12, 59.23]
+    assert contextgen.loc["EliGen", ["mig_sr", "mig_isr", "mig_miou"]].tolist() == [26.00, 64.12, 59.23]
     assert match_rows({"eligen": "eligen", "migc": "migc"}, list(contextgen.index), {}) == {"eligen": "EliGen",
                                                                                            "migc": "MIGC"}
 

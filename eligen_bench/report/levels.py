@@ -103,7 +103,7 @@ def wide(frame: pd.DataFrame, label: str) -> tuple[list[str], list[str], dict[st
 
 def as_table(frame: pd.DataFrame, label: str, decimals: int = 2) -> Any:
     """A `tables.Table` of one label: generators x (measure, level), best bold, second underlined."""
-    from eligen_bench.report import tables
+    import eligen_bench.report.tables as tables
 
     generators, levels, values = wide(frame, label)
     columns = []
@@ -118,14 +118,14 @@ def as_table(frame: pd.DataFrame, label: str, decimals: int = 2) -> Any:
 
 def to_markdown(frame: pd.DataFrame, decimals: int = 2) -> str:
     """Per metric label: generators x (I-SR, mIoU, SR) x (L2..L6, AVG), values in %."""
-    from eligen_bench.report import tables
+    import eligen_bench.report.tables as tables
 
     return "\n".join(f"### {escape.markdown_text(label)}\n\n" + tables.to_markdown(as_table(frame, label, decimals))
                      for label in dict.fromkeys(frame["metric"]))
 
 
 def to_html(frame: pd.DataFrame, decimals: int = 2) -> str:
-    from eligen_bench.report import tables
+    import eligen_bench.report.tables as tables
 
     return "".join(f"<h3>{escape.html_text(label)}</h3>" + tables.to_html(as_table(frame, label, decimals))
                    for label in dict.fromkeys(frame["metric"]))
@@ -140,7 +140,7 @@ NOTE = ("I-SR: instances whose position (best GroundingDINO box IoU >= 0.5 with 
 
 def to_latex(frame: pd.DataFrame, decimals: int = 2) -> str:
     """The paper's layout: a two-row header (measure, then levels), one table per metric label."""
-    from eligen_bench.report import tables
+    import eligen_bench.report.tables as tables
 
     tex = escape.latex_text
     mark = {tables.BEST: r"\textbf{{{}}}", tables.SECOND: r"\underline{{{}}}"}
@@ -165,16 +165,14 @@ def _label_id(label: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in label)
 
 
-def text_lines(frame: pd.DataFrame, decimals: int = 1) -> list[str]:
-    """The per-level table for the terminal."""
-    from eligen_bench.console import text_table
-
-    lines = []
+def text_tables(frame: pd.DataFrame, decimals: int = 1) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The per-level tables for the terminal: (title, headers, rows) per metric label."""
+    found = []
     for label in dict.fromkeys(frame["metric"]):
         table = as_table(frame, label, decimals)
-        lines.append(f"{label} per level (%):")
-        lines += text_table([table.corner, *table.headers], [[name, *(c.text for c in cells)] for name, cells in table.rows])
-    return lines
+        found.append((f"{label} per level (%):", [table.corner, *table.headers],
+                      [[name, *(c.text for c in cells)] for name, cells in table.rows]))
+    return found
 
 
 def add_files(frame: pd.DataFrame | None, files: dict[str, Any], *, banner: str, csv_text: Any,

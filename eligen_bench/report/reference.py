@@ -41,12 +41,18 @@ REFERENCE_METRICS: dict[tuple[str, str | None], str] = {
     ("clip_entity", None): "clip_entity",
     ("clip_global", None): "clip_global",
     ("aesthetic", None): "aesthetic",
+    ("pickscore", None): "pickscore",
+    ("layoutsam_spatial", None): "layoutsam_spatial",
+    ("layoutsam_color", None): "layoutsam_color",
+    ("layoutsam_texture", None): "layoutsam_texture",
+    ("layoutsam_shape", None): "layoutsam_shape",
 }
 """(registered metric name, VLM judge family or None) -> the reference CSV's column."""
 
-LEVEL_COLUMNS = {"isr": "isr", "miou": "miou", "sr": "sr"}
-"""MIG-Bench measures (`levels` frame) -> reference columns: `isr`/`miou`/`sr` for the average over
-levels, `isr_l2` ... for a level (results/reference/deig_table2.csv, contextgen_table2_cocomig.csv)."""
+LEVEL_COLUMNS = {"isr": "mig_isr", "miou": "mig_miou", "sr": "mig_sr"}
+"""MIG-Bench measures (`levels` frame) -> reference columns: `mig_isr` / `mig_miou` / `mig_sr` for
+the average over levels, `mig_isr_l2` ... for a level (results/reference/deig_table2.csv,
+contextgen_table2_cocomig.csv); prefixed so they never meet another benchmark's `miou`."""
 
 COLUMNS = ["reference", "generator", "metric", "reference_model", "reference_column", "published", "ours",
            "delta", "ci_low", "ci_high", "published_in_ci"]
