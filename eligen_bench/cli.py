@@ -21,6 +21,7 @@ from eligen_bench.arguments import (
 )
 from eligen_bench.errors import InputError, WorkerError
 from eligen_bench.registry import PluginError
+from eligen_bench.seeds import NAMED_SEED_LISTS, parse_seed_list
 
 log = logging.getLogger("eligen_bench")
 DEFAULT_SUITE = "mini"
@@ -130,10 +131,14 @@ def _add_generation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", default=DEFAULT_SUITE, help="suite name or path to a .jsonl (default: mini)")
     parser.add_argument("--generators", default=None,
                         help="comma list of name, name[opt=value,...] or label=name[...] (default: all registered)")
-    parser.add_argument("--seeds", type=int_range(1, MAX_SEEDS), default=1,
-                        help=f"images per layout (seed indices 0..N-1), 1 to {MAX_SEEDS}")
-    parser.add_argument("--base-seed", type=int_range(0, MAX_SEED), default=0,
-                        help="run seed the per-image seeds derive from, 0 to 2^63-1")
+    parser.add_argument("--seeds", type=int_range(1, MAX_SEEDS), default=None,
+                        help=f"images per layout (seed indices 0..N-1), 1 to {MAX_SEEDS}, each with its own "
+                        "derived seed (default: 1, or the seeds the suite lists, e.g. 42 for mig-bench)")
+    parser.add_argument("--base-seed", type=int_range(0, MAX_SEED), default=None,
+                        help="run seed the per-image seeds derive from, 0 to 2^63-1 (default 0)")
+    parser.add_argument("--seed-list", type=parse_seed_list, default=None,
+                        help="the same seeds for every layout, image i with the i-th: comma list (42,37,...) "
+                        f"or a named list ({', '.join(sorted(NAMED_SEED_LISTS))})")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: results/runs/<suite>-<profile>)")
     parser.add_argument("--profile", choices=("full", "tiny"), default="full",
                         help="'tiny' swaps every model for a tiny random one (offline, CPU, meaningless numbers)")
@@ -170,8 +175,12 @@ def _add_metric_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_report_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--reference", type=Path, default=None,
-                        help="published numbers to compare with (e.g. results/reference/eligen_table1.csv)")
+    parser.add_argument("--reference", type=Path, action="append", default=None,
+                        help="published numbers to compare with (e.g. results/reference/eligen_table1.csv); "
+                        "repeatable")
+    parser.add_argument("--reference-map", default=None, metavar="LABEL=ROW[,LABEL=ROW]",
+                        help="which reference row a generator label compares with (default: the row named "
+                        "like its generator, e.g. eligen -> EliGen)")
     parser.add_argument("--compare", type=Path, action="append", default=[],
                         help="another run folder to compare with (regression test); repeatable")
     parser.add_argument("--fail-on-regression", action="store_true",

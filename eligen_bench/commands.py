@@ -18,6 +18,7 @@ from eligen_bench.executors.shard import Shard, parse_shard
 from eligen_bench.plugins import make_generator, make_metric
 from eligen_bench.registry import PluginError
 from eligen_bench.rundir import RunDir
+from eligen_bench.seeds import SeedPlan, resolve_seeds
 from eligen_bench.specs import parse_specs
 from eligen_bench.stages.generate import (
     GenerationPlan,
@@ -38,17 +39,18 @@ log = logging.getLogger("eligen_bench")
 # run / generate ----------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
     config = RunConfig.from_args(args)
+    _check_report_args(config)
     shard = parse_shard(config.executor.shard)
-    plans, suite, run_dir = _prepare_generation(config)
+    plans, suite, run_dir, seeds = _prepare_generation(config)
     metrics = _make_metrics(config.metrics, profile=config.profile, device=config.device,
                             batch_size=config.metric_batch_size)
     existing = run_dir.read_manifest()
     check_metric_keys(metrics, existing["config"].get("metrics", {}) if existing else {})
     if config.dry_run:
-        _print_plan(run_dir, suite, plans, metrics)
+        _print_plan(run_dir, suite, plans, metrics, seeds)
         return 0
     executor = make_executor(config.executor)
-    _generate(config, plans, suite, run_dir, executor, shard)
+    _generate(config, plans, suite, run_dir, executor, shard, seeds)
     if shard is not None:
         wait_for_images(run_dir)  # the other shards' images: every metric shard needs all
     _score(run_dir, metrics, shard_size=config.shard_size, progress=config.progress, executor=executor,
@@ -64,31 +66,32 @@ def run(args: argparse.Namespace) -> int:
 def generate(args: argparse.Namespace) -> int:
     config = RunConfig.from_args(args)
     shard = parse_shard(config.executor.shard)
-    plans, suite, run_dir = _prepare_generation(config)
+    plans, suite, run_dir, seeds = _prepare_generation(config)
     if config.dry_run:
-        _print_plan(run_dir, suite, plans, {})
+        _print_plan(run_dir, suite, plans, {}, seeds)
         return 0
-    _generate(config, plans, suite, run_dir, make_executor(config.executor), shard)
+    _generate(config, plans, suite, run_dir, make_executor(config.executor), shard, seeds)
     return 0
 
 
-def _prepare_generation(config: RunConfig) -> tuple[list[GenerationPlan], Suite, RunDir]:
+def _prepare_generation(config: RunConfig) -> tuple[list[GenerationPlan], Suite, RunDir, SeedPlan]:
     """Check the folder and every input; nothing is written here."""
-    if config.seeds < 1:
+    if config.seeds is not None and config.seeds < 1:
         raise InputError(f"must be at least 1, got {config.seeds}", field="--seeds")
     if config.out is not None:
         RunDir(config.out).check_owned()  # a user's folder is refused before anything is read
     suite = resolve_suite(config.suite).subset(config.limit)
+    seeds = resolve_seeds(suite, seeds=config.seeds, base_seed=config.base_seed, seed_list=config.seed_list)
     specs = parse_specs(config.generators or _defaults("generator"), kind="generator")
     if not specs:
         raise InputError("no generator given or registered", field="--generators")
     profile = config.profile or "full"
     generators = {s.label: make_generator(s, profile=profile, device=config.device) for s in specs}
-    plans = plan_generation(suite, generators, config.seeds, config.base_seed)
+    plans = plan_generation(suite, generators, seeds)
     out = config.out or Path("results") / "runs" / f"{suite.name}-{profile}"
     if config.out is None:
         RunDir(out).check_owned()
-    return plans, suite, RunDir(out)
+    return plans, suite, RunDir(out), seeds
 
 
 def _defaults(kind: str) -> str:
@@ -97,22 +100,22 @@ def _defaults(kind: str) -> str:
                     if getattr(entry.load(), "in_default_run", True))
 
 
-def _generation_config(config: RunConfig, suite: Suite, plans: list[GenerationPlan]) -> dict[str, Any]:
+def _generation_config(config: RunConfig, suite: Suite, plans: list[GenerationPlan],
+                       seeds: SeedPlan) -> dict[str, Any]:
     return {
         "suite": {k: v for k, v in suite.header().items() if k != "format"},
         "generators": {p.label: p.generator.identity() for p in plans},
-        "seeds": config.seeds,
-        "base_seed": config.base_seed,
+        **seeds.config(),
         "profile": config.profile,
     }
 
 
 def _generate(config: RunConfig, plans: list[GenerationPlan], suite: Suite, run_dir: RunDir,
-              executor: Executor, shard: Shard | None) -> None:
+              executor: Executor, shard: Shard | None, seeds: SeedPlan) -> None:
     """The manifest under the run's lock, then the images outside it (several processes may
     make a run's images at once), then where they were made, under the lock again."""
     with run_dir.locked():
-        _open_generation(config, plans, suite, run_dir)
+        _open_generation(config, plans, suite, run_dir, seeds)
     try:
         summary = run_generation(run_dir, plans, batch_size=config.batch_size, progress=config.progress,
                                  executor=executor, shard=shard)
@@ -127,14 +130,16 @@ def _generate(config: RunConfig, plans: list[GenerationPlan], suite: Suite, run_
         log.info("%s: %d made, %d kept", label, counts["made"], counts["kept"])
 
 
-def _open_generation(config: RunConfig, plans: list[GenerationPlan], suite: Suite, run_dir: RunDir) -> None:
+def _open_generation(config: RunConfig, plans: list[GenerationPlan], suite: Suite, run_dir: RunDir,
+                     seeds: SeedPlan) -> None:
     from eligen_bench.tiny import TINY_WARNING
 
-    manifest = run_dir.open_for(_generation_config(config, suite, plans), allow_mixed=config.allow_mixed)
+    manifest = run_dir.open_for(_generation_config(config, suite, plans, seeds), allow_mixed=config.allow_mixed)
     if not run_dir.suite_path.exists() or read_suite(run_dir.suite_path).hash != suite.hash:
         suite.write(run_dir.suite_path)
     manifest["profile"] = config.profile
-    manifest["seeds"] = seeds_for(suite, config.seeds, config.base_seed)
+    manifest["seeds"] = seeds_for(suite, seeds)
+    manifest["seed_source"] = seeds.describe()
     # Generators this command does not name stay in the run (see RunDir.open_for), with their notes.
     manifest["adapt_notes"] = {**manifest.get("adapt_notes", {}), **{p.label: p.notes for p in plans}}
     manifest["inputs"] = {r.layout.id: {"path": r.init_image, "sha256": r.init_image_sha256}
@@ -239,10 +244,20 @@ def _metric_record(metric: Metric, shard_size: int) -> dict[str, Any]:
 # report ----------------------------------------------------------------------------
 def report(args: argparse.Namespace) -> int:
     config = RunConfig.from_args(args)
+    _check_report_args(config)
     run_dir = RunDir(config.out)
     run_dir.require_manifest()
     with run_dir.locked():
         return _report(run_dir, config)
+
+
+def _check_report_args(config: RunConfig) -> None:
+    """Bad --reference / --reference-map values stop the command before any work."""
+    from eligen_bench.report.reference import parse_reference_map, read_reference
+
+    parse_reference_map(config.reference_map)
+    for path in config.reference:
+        read_reference(path)
 
 
 def _report(run_dir: RunDir, config: RunConfig) -> int:
@@ -258,8 +273,10 @@ def _report(run_dir: RunDir, config: RunConfig) -> int:
     for other in config.compare:
         RunDir(other).require_manifest()
     from eligen_bench.console import print_summary
+    from eligen_bench.report.reference import parse_reference_map
 
-    report = build_report(run_dir.root, reference_csv=config.reference, others=list(config.compare))
+    report = build_report(run_dir.root, reference_csv=list(config.reference), others=list(config.compare),
+                          reference_map=parse_reference_map(config.reference_map))
     print_summary(report, save_report(report))
     if not config.fail_on_regression:
         return 0
@@ -358,13 +375,17 @@ def suite_show(args: argparse.Namespace) -> int:
         print(f"{key}: {header[key]}")
     for note in suite.notes:
         print(f"note: {note}")
+    if suite.seed_list:
+        print(f"seeds: {', '.join(map(str, suite.seed_list))} for every layout (unless --seeds or --seed-list)")
     print("layouts by entity count: " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     return 0
 
 
-def _print_plan(run_dir: RunDir, suite: Suite, plans: list[GenerationPlan], metrics: dict[str, Metric]) -> None:
+def _print_plan(run_dir: RunDir, suite: Suite, plans: list[GenerationPlan], metrics: dict[str, Metric],
+                seeds: SeedPlan) -> None:
     print(f"run folder: {run_dir.root}")
     print(f"suite: {suite.name} v{suite.version}, {len(suite.layouts)} layouts, hash {suite.hash}")
+    print(f"seeds: {seeds.describe()}")
     for plan in plans:
         todo = len(pending_requests(run_dir, plan))
         print(f"generator {plan.label}: {len(plan.requests)} images ({todo} to make); "

@@ -46,10 +46,12 @@ class RunConfig:
     """'full' or 'tiny' (None for `score`: the run's own profile)."""
     device: str | None = None
     """Torch device of the models (None: CUDA when present, else CPU)."""
-    seeds: int = 1
-    """Images per layout (seed indices 0..seeds-1)."""
-    base_seed: int = 0
-    """The run seed the per-image seeds derive from."""
+    seeds: int | None = None
+    """Images per layout (seed indices 0..seeds-1); None: 1, or as many as the suite lists."""
+    base_seed: int | None = None
+    """The run seed the per-image seeds derive from; None: 0 (or the suite's listed seeds)."""
+    seed_list: tuple[int, ...] | None = None
+    """The same seeds for every layout (--seed-list); see `eligen_bench.seeds.resolve_seeds`."""
     limit: int | None = None
     """Only the first N layouts of the suite."""
     batch_size: int = 1
@@ -64,8 +66,10 @@ class RunConfig:
     """Add to a run folder made by a different configuration."""
     progress: bool = True
     """Show progress bars."""
-    reference: Path | None = None
-    """Published numbers to print beside this run's."""
+    reference: tuple[Path, ...] = ()
+    """Files of published numbers to print beside this run's."""
+    reference_map: str | None = None
+    """'LABEL=ROW,...': the reference row a generator label compares with."""
     compare: tuple[Path, ...] = ()
     """Other run folders to compare with."""
     fail_on_regression: bool = False
@@ -79,7 +83,8 @@ class RunConfig:
         given = vars(args)
         executor = ExecutorConfig(**_pick(ExecutorConfig, given, name=given.get("executor", "local")))
         values = _pick(cls, given, progress=not given.get("no_progress", False),
-                       compare=tuple(given.get("compare") or ()), executor=executor)
+                       compare=tuple(given.get("compare") or ()), reference=tuple(given.get("reference") or ()),
+                       executor=executor)
         return cls(**values)
 
 

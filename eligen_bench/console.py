@@ -121,5 +121,27 @@ def print_summary(report: Any, written: list[Any]) -> None:
     rows = [[name, *(c.text for c in cells)] for name, cells in table.rows]
     for line in text_table([table.corner, *table.headers], rows):
         print(line)
+    print_levels_and_reference(report)
     for note in truncation_notes(report.run):
         print(f"note: {note}")
+
+
+def print_levels_and_reference(report: Any) -> None:
+    """MIG-Bench's per-level table and the published-vs-this-run table, when the report has them."""
+    levels = getattr(report, "levels", None)
+    if levels is not None and len(levels):
+        from eligen_bench.report.levels import text_tables
+
+        for title, headers, rows in text_tables(levels):
+            print()
+            print(title)
+            for line in text_table(headers, rows):
+                print(line)
+    compared = getattr(report, "reference", None)
+    if compared is not None and len(compared):
+        print()
+        print("published vs this run:")
+        rows = [[r.generator, str(r.reference_model), r.reference_column, f"{r.published:.2f}", f"{r.ours:.2f}",
+                 f"{r.delta:+.2f}", r.reference] for r in compared.itertuples(index=False)]
+        for line in text_table(["generator", "row", "column", "published", "ours", "delta", "file"], rows):
+            print(line)

@@ -59,7 +59,7 @@ OWN_MARKERS = (LOCK_NAME, WORK_LOCK_NAME, CLAIMS_FOLDER)
 """The run's own lock files: a folder holding only these (and temporaries) is still empty to `check_owned`."""
 OWN_FOLDERS = ("images", "scores", "report", "provenance")
 """Sub-folders a run writes; temporaries are cleaned up there and at the top level only."""
-SHARED_CONFIG = ("suite", "seeds", "base_seed", "profile")
+SHARED_CONFIG = ("suite", "seeds", "base_seed", "seed_list", "profile")
 """Configuration every generator of one run folder shares (its images are compared on them)."""
 PACKAGES = (
     "torch", "torchvision", "diffusers", "transformers", "open_clip_torch", "ultralytics",

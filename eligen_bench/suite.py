@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from eligen_bench.arguments import MAX_SEED, MAX_SEEDS
 from eligen_bench.errors import InputError
 from eligen_bench.hashing import content_hash
 from eligen_bench.layout import Layout, check_id, check_text, short_repr
@@ -18,7 +19,7 @@ from eligen_bench.layout import Layout, check_id, check_text, short_repr
 FORMAT_VERSION = 1
 MAX_SUITE_BYTES = 1 << 30
 """Largest suite file read (1 GiB; the filtered COCO suite with masks is far smaller)."""
-HEADER_FIELDS = ("suite", "version", "description", "notes", "format", "hash", "count")
+HEADER_FIELDS = ("suite", "version", "description", "notes", "format", "hash", "count", "seed_list")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class Suite:
     """Facts a reader of the results must know (e.g. 'things only, no stuff classes')."""
     folder: str | None = field(default=None, compare=False)
     """The folder relative `init_image` paths resolve against (the suite file's); not content."""
+    seed_list: tuple[int, ...] = ()
+    """The seeds the benchmark's own protocol uses for every layout (MIG-Bench: 42); a run that
+    names neither `--seeds` nor `--seed-list` uses them. Not content: the hash ignores it."""
 
     def __post_init__(self) -> None:
         check_id(self.name, where="suite", what="name")
@@ -45,6 +49,7 @@ class Suite:
             check_text(self.description, where=f"suite {self.name!r}", what="description")
         object.__setattr__(self, "layouts", tuple(self.layouts))
         object.__setattr__(self, "notes", tuple(self.notes))
+        object.__setattr__(self, "seed_list", check_seed_list(self.seed_list, where=f"suite {self.name!r}"))
         for i, note in enumerate(self.notes):
             check_text(note, where=f"suite {self.name!r}", what=f"notes[{i}]")
         seen: set[str] = set()
@@ -59,7 +64,7 @@ class Suite:
         return content_hash([layout.to_dict() for layout in self.layouts])
 
     def header(self) -> dict:
-        return {
+        header = {
             "suite": self.name,
             "version": self.version,
             "description": self.description,
@@ -68,12 +73,15 @@ class Suite:
             "hash": self.hash,
             "count": len(self.layouts),
         }
+        if self.seed_list:  # only suites that list seeds carry the field (older headers stay as they were)
+            header["seed_list"] = list(self.seed_list)
+        return header
 
     def subset(self, limit: int | None) -> Suite:
         """The first `limit` layouts (all when None), for quick runs."""
         if limit is None or limit >= len(self.layouts):
             return self
-        return Suite(self.name, self.version, self.layouts[:limit], self.description, self.notes, self.folder)
+        return replace(self, layouts=self.layouts[:limit])
 
     def input_path(self, layout: Layout) -> Path | None:
         """The absolute path of a layout's `init_image` (None when it has none)."""
@@ -158,6 +166,7 @@ def _parse(path: Path, *, stop_at_first: bool) -> tuple[Suite | None, list[Input
             description=header.get("description", ""),
             notes=tuple(header.get("notes", ())),
             folder=str(path.resolve().parent),
+            seed_list=tuple(header.get("seed_list", ())),
         )
     except InputError as exc:
         place = f"{path.name}:{header_line}" if header_line else str(path)
@@ -165,9 +174,7 @@ def _parse(path: Path, *, stop_at_first: bool) -> tuple[Suite | None, list[Input
     recorded = header.get("hash")
     if recorded and recorded != suite.hash:
         # Edited by hand after it was written: still usable, but say so in the suite's notes.
-        suite = Suite(suite.name, suite.version, suite.layouts, suite.description,
-                      suite.notes + (f"content hash {suite.hash} differs from the header's {recorded}",),
-                      suite.folder)
+        suite = replace(suite, notes=suite.notes + (f"content hash {suite.hash} differs from the header's {recorded}",))
     return suite, []
 
 
@@ -203,6 +210,7 @@ def _check_header(header: dict, *, where: str) -> None:
         raise InputError(f"must be a list of strings, got {short_repr(notes)}", where=where, field="notes")
     for i, note in enumerate(notes):
         check_text(note, where=where, what=f"notes[{i}]")
+    check_seed_list(header.get("seed_list", ()), where=where)
     for name, kind in (("format", int), ("count", int), ("hash", str)):
         value = header.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
@@ -211,6 +219,21 @@ def _check_header(header: dict, *, where: str) -> None:
     if header.get("format", FORMAT_VERSION) != FORMAT_VERSION:
         raise InputError(f"format {header['format']} is not {FORMAT_VERSION}, the one this version reads",
                          where=where, field="format")
+
+
+def check_seed_list(seeds: object, *, where: str) -> tuple[int, ...]:
+    """A suite's listed seeds: distinct integers in [0, 2^63 - 1], at most MAX_SEEDS of them."""
+    if not isinstance(seeds, (list, tuple)):
+        raise InputError(f"must be a list of integers, got {short_repr(seeds)}", where=where, field="seed_list")
+    if len(seeds) > MAX_SEEDS:
+        raise InputError(f"holds {len(seeds)} seeds; at most {MAX_SEEDS}", where=where, field="seed_list")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise InputError(f"seeds must be integers in [0, {MAX_SEED}], got {short_repr(seed)}", where=where,
+                             field="seed_list")
+    if len(set(seeds)) != len(seeds):
+        raise InputError(f"seeds must be distinct, got {short_repr(list(seeds))}", where=where, field="seed_list")
+    return tuple(seeds)
 
 
 def _numbered_lines(text: str) -> Iterable[tuple[int, str]]:

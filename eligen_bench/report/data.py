@@ -108,6 +108,11 @@ class Run:
 
     @property
     def base_seed(self) -> Any:
+        """The base seed, or 'listed a,b,...' when every layout used the same listed seeds (so
+        runs with other lists, or with derived seeds, never compare as equal)."""
+        listed = self.config.get("seed_list")
+        if listed:
+            return "listed " + ",".join(str(seed) for seed in listed)
         return self.config.get("base_seed")
 
     @property

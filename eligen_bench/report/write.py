@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from eligen_bench import escape
 from eligen_bench.atomic import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
 from eligen_bench.errors import InputError
-from eligen_bench.report import compare, leaderboard, plots, reference, stats, tables
+from eligen_bench.report import compare, leaderboard, levels, plots, reference, stats, tables
 from eligen_bench.report.data import Run, load_run
 
 if TYPE_CHECKING:
@@ -71,11 +71,19 @@ class Report:
     reference: pd.DataFrame | None = None
     deltas: pd.DataFrame | None = None
     warnings: list[str] = field(default_factory=list)
+    levels: pd.DataFrame | None = None
+    """MIG-Bench I-SR / SR / mIoU per level (`levels.level_frame`); None without a mig_bench metric."""
+    reference_sources: list[str] = field(default_factory=list)
+    """One line per reference file: its name and where its numbers come from."""
 
 
-def build_report(run_dir: str | Path, *, reference_csv: str | Path | None = None,
-                 others: Sequence[str | Path] = (), options: ReportOptions | None = None) -> Report:
-    """Load the run (and the runs to compare with) and compute every table."""
+def build_report(run_dir: str | Path, *, reference_csv: str | Path | Sequence[str | Path] | None = None,
+                 others: Sequence[str | Path] = (), options: ReportOptions | None = None,
+                 reference_map: dict[str, str] | None = None) -> Report:
+    """Load the run (and the runs to compare with) and compute every table.
+
+    `reference_csv`: one or more files of published numbers; `reference_map`: generator label ->
+    the row of those files it compares with (default: the row named like its generator)."""
     options = options or ReportOptions()
     run = load_run(run_dir)
     summary = stats.summarize(run, options.bootstrap)
@@ -83,9 +91,12 @@ def build_report(run_dir: str | Path, *, reference_csv: str | Path | None = None
     report = Report(run, options, summary, stats.breakdown_by_entities(run), stats.breakdown_by_category(run),
                     labels, stats.all_win_rates(run, labels), warnings=list(run.warnings))
     report.warnings += coverage_warnings(summary)
+    report.levels = levels.level_frame(run)
     if reference_csv is not None:
-        report.reference = reference.compare_with_reference(summary, run.metrics,
-                                                            reference.read_reference(reference_csv))
+        paths = [reference_csv] if isinstance(reference_csv, (str, Path)) else list(reference_csv)
+        report.reference, found, report.reference_sources = reference.compare_files(
+            run, summary, paths, mapping=reference_map, levels=report.levels)
+        report.warnings += found
     if others:
         report.deltas = _compare_runs(report, others)
     return report
@@ -166,12 +177,13 @@ def render_files(report: Report) -> dict[str, str | bytes]:
         files["win_rates.md"] = win_rates_markdown(report)
     if report.reference is not None:
         files["reference.csv"] = _csv(report.reference)
-        files["reference.md"] = _banner(report) + "# Ours vs published (EliGen paper, Table 1)\n\n" + \
+        files["reference.md"] = _banner(report) + "# Published vs this run\n\n" + \
             tables.to_markdown(_reference_table(report))
     if report.deltas is not None:
         files["deltas.csv"] = _csv(report.deltas)
         files["deltas.md"] = _banner(report) + "# This run minus other runs\n\n" + \
             tables.to_markdown(_delta_table(report))
+    levels.add_files(report.levels, files, banner=_banner(report), csv_text=_csv, decimals=report.options.decimals)
     if report.options.plots:
         files.update(render_plots(report))
     files["index.html"] = index_html(report, sorted(files))
@@ -299,10 +311,11 @@ def win_rates_markdown(report: Report) -> str:
 
 
 def _reference_table(report: Report) -> tables.Table:
-    frame = report.reference[["generator", "metric", "ours", "ci_low", "ci_high", "published", "delta",
-                              "published_in_ci"]]
+    frame = report.reference[["generator", "reference_model", "reference_column", "published", "ours", "delta",
+                              "ci_low", "ci_high", "published_in_ci", "reference"]]
     table = tables.frame_table(frame, decimals=report.options.decimals)
-    table.notes.append("published: EliGen paper (arXiv 2501.01097), Table 1; same units as the paper.")
+    table.notes.append("delta = ours - published, in the paper's units; ci: this run's 95% interval where it has "
+                       "one. Sources: " + "; ".join(report.reference_sources) + ".")
     return table
 
 
@@ -337,11 +350,13 @@ def index_html(report: Report, names: Sequence[str]) -> str:
     add(leaderboard.Section("Counts", tables.to_html(
         tables.counts_table(report.summary, report.run.metrics, report.run.generators))))
     if report.reference is not None and len(report.reference):
-        add(leaderboard.Section("Ours vs published", tables.to_html(_reference_table(report))))
+        add(leaderboard.Section("Published vs this run", tables.to_html(_reference_table(report))))
     if report.deltas is not None and len(report.deltas):
         add(leaderboard.Section("This run minus other runs", tables.to_html(_delta_table(report))))
     for label in report.win_rate_labels:
         add(leaderboard.Section(f"Win rates: {label}", tables.to_html(_win_table(report, label))))
+    if report.levels is not None and len(report.levels):
+        add(leaderboard.Section("MIG-Bench per level", levels.to_html(report.levels, report.options.decimals)))
     notes = _notes(report)
     if notes:
         add(leaderboard.Section("Notes", leaderboard.bullet_list(notes)))

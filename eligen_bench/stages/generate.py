@@ -16,7 +16,7 @@ from eligen_bench.input_images import check_input_image
 from eligen_bench.layout import Layout
 from eligen_bench.requests import GenerationRequest
 from eligen_bench.rundir import RunDir
-from eligen_bench.seeds import derive_seed
+from eligen_bench.seeds import SeedPlan
 from eligen_bench.suite import Suite
 
 if TYPE_CHECKING:
@@ -40,12 +40,14 @@ class GenerationPlan:
     """What adapting the layouts changed (note -> number of layouts), for the provenance."""
 
 
-def seeds_for(suite: Suite, seeds: int, base_seed: int) -> dict[str, list[int]]:
-    return {layout.id: [derive_seed(base_seed, layout.id, i) for i in range(seeds)] for layout in suite.layouts}
+def seeds_for(suite: Suite, seeds: int | SeedPlan, base_seed: int = 0) -> dict[str, list[int]]:
+    """Every layout's seeds: `seeds` derived ones from `base_seed`, or as a `SeedPlan` gives them."""
+    plan = seeds if isinstance(seeds, SeedPlan) else SeedPlan(seeds, base_seed)
+    return {layout.id: plan.for_layout(layout.id) for layout in suite.layouts}
 
 
-def plan_generation(suite: Suite, generators: Mapping[str, Generator], seeds: int,
-                    base_seed: int) -> list[GenerationPlan]:
+def plan_generation(suite: Suite, generators: Mapping[str, Generator], seeds: int | SeedPlan,
+                    base_seed: int = 0) -> list[GenerationPlan]:
     """Adapt every layout to every generator first, so bad input fails before anything is written."""
     plans = []
     seed_table = seeds_for(suite, seeds, base_seed)

@@ -7,6 +7,13 @@ of normalised xyxy boxes, plus `coco_id`). Although MIG-Bench layouts were sampl
 (0-799), so the layout's source is recorded as `mig-bench:<coco_id>`, not as a COCO image. The
 files are not shipped (their licence is non-commercial research only): `download_mig_bench`
 fetches them from the official repository at a pinned commit and checks their sha256.
+
+A layout's entities follow the reference inference script, limuloo/MIGC@effd6cc:
+inference_mig_benchmark.py:47-54: the annotation entry's phrases in the file's key order, each
+phrase's boxes in list order (not the order the prompt mentions them; 678 of the 800 layouts
+differ, and MIGC's output depends on the order). The same script seeds every prompt with 42
+and makes one image each (inference_mig_benchmark.py:34-35, 57): the suite lists that seed,
+so a run without `--seeds` / `--seed-list` follows it.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ COLOURS = ("red", "green", "blue", "yellow", "black", "white", "brown")
 """The seven colours MIG-Bench assigns to instances."""
 PREFIX = "a photo of "
 DIR_ENV = "ELIGEN_BENCH_MIG_BENCH_DIR"
+REFERENCE_SEEDS = (42,)
+"""limuloo/MIGC@effd6cc: inference_mig_benchmark.py:34 (seed = 42), :35 (num_iter = 1), :57."""
 BOX_TOLERANCE = 1e-3
 """Coordinates this far outside [0, 1] are rounding and get clamped; further out is an error."""
 
@@ -82,14 +91,17 @@ def load_mig_bench(directory: Path, *, width: int = 512, height: int = 512) -> S
         layouts.append(_layout(index, prompt, annotations[prompt], width, height, where))
     return Suite(
         name="mig-bench",
-        version="1",
+        version="2",
         layouts=tuple(layouts),
         description=f"MIG-Bench (COCO-MIG) from {MIGC_REPO}@{MIGC_COMMIT}: 800 prompts, 2-6 coloured instances",
         notes=(
             "licence of the source files: non-commercial research use only",
             "entity prompt = the coloured phrase ('a red carrot'); category = the COCO class",
             "source mig-bench:<coco_id>: the published coco_id is the prompt index, not a COCO image id",
+            "entity order: the annotation file's phrases in key order, each phrase's boxes in order "
+            f"({MIGC_REPO}@{MIGC_COMMIT}: inference_mig_benchmark.py:47-54)",
         ),
+        seed_list=REFERENCE_SEEDS,
     )
 
 
@@ -144,13 +156,14 @@ def _layout(index: int, prompt: str, entry: Any, width: int, height: int, where:
     got = {p: len(v) if isinstance(v, list) else -1 for p, v in boxes.items()}
     if expected != got:
         raise InputError(f"phrase counts in the prompt {expected} differ from the boxes {got}", where=where)
-    # Entities in prompt order; the k-th mention of a phrase takes its k-th box.
-    taken = dict.fromkeys(boxes, 0)
+    # The reference script's order: phrases as the annotation file lists them, then each
+    # phrase's boxes (limuloo/MIGC@effd6cc: inference_mig_benchmark.py:48-54).
     entities = []
-    for phrase in phrases:
-        box = _box(boxes[phrase][taken[phrase]], where=f"{where}, phrase {phrase!r}")
-        taken[phrase] += 1
-        entities.append(Entity(prompt=phrase, bbox=box, category=phrase_category(phrase, where=where)))
+    for phrase, raw_boxes in boxes.items():
+        category = phrase_category(phrase, where=where)
+        for k, raw in enumerate(raw_boxes):
+            box = _box(raw, where=f"{where}, phrase {phrase!r} box {k + 1}")
+            entities.append(Entity(prompt=phrase, bbox=box, category=category))
     return Layout(
         id=f"mig-{index}",
         prompt=prompt,
