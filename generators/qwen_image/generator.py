@@ -76,6 +76,7 @@ class QwenEliGenGenerator(Generator):
     # DiffSynth sets no entity limit: the project's bound applies (max_entities=None)
     capabilities: ClassVar[Capabilities] = Capabilities(boxes=True, masks=True, inpainting=False,
                                                         max_entities=None, resolution=(1024, 1024))
+    in_default_run: ClassVar[bool] = False  # a 20B-parameter model: opt in with --generators qwen-eligen
     defaults: ClassVar[dict[str, Any]] = {
         "version": "v1",
         "model": QWEN_IMAGE,
@@ -123,8 +124,9 @@ class QwenEliGenGenerator(Generator):
         for key in ("width", "height"):
             if not isinstance(s[key], int) or s[key] < 16 or s[key] % 16:
                 raise InputError(f"must be a positive multiple of 16, got {s[key]!r}", where=where, field=key)
-        if not isinstance(s["steps"], int) or s["steps"] < 1:
-            raise InputError(f"must be an integer >= 1, got {s['steps']!r}", where=where, field="steps")
+        # one step is undefined in the reference's schedule: its terminal stretch divides 0 by 0
+        if not isinstance(s["steps"], int) or isinstance(s["steps"], bool) or s["steps"] < 2:
+            raise InputError(f"must be an integer >= 2, got {s['steps']!r}", where=where, field="steps")
         choices = {"dtype": DTYPES, "attention_method": METHODS, "vanishing_mask": VANISHING, "numerics": NUMERICS}
         for key, allowed in choices.items():
             if s[key] not in allowed:
