@@ -178,8 +178,8 @@ def test_processor_matches_float64_reference_with_restarted_text_rope(method: st
         ref = _reference_attention(attn, image, text, rotary[0], per_prompt, dense_mask(plan))
         shared = _reference_attention(attn, image, text, rotary[0], rotary[1], dense_mask(plan))
     for ours, theirs, other in zip(got, ref, shared, strict=True):
-        np.testing.assert_allclose(ours.detach().numpy(), theirs.numpy(), atol=2e-6, rtol=0)
-        assert (other - theirs).abs().max() > 1e-3  # one shared numbering would be told apart
+        np.testing.assert_allclose(ours.detach().numpy(), theirs.numpy(), atol=2e-7, rtol=0)
+        assert (other - theirs).abs().max() > 0.05  # one shared numbering: 0.12 and 0.28 here
 
 
 def test_processor_without_control_is_the_stock_one() -> None:
