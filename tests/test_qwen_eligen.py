@@ -443,6 +443,21 @@ def test_two_step_run_matches_stored_slice_and_entities_matter(gen: QwenEliGenGe
     assert image.size == (W, H) and image.mode == "RGB"
 
 
+def test_decode_denormalises_and_truncates_as_diffsynth(gen: QwenEliGenGenerator) -> None:
+    latents = torch.randn(1, (H // 16) * (W // 16), 64, generator=torch.Generator().manual_seed(2))
+    vae = gen._pipe.vae
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    inv_std = 1 / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    with torch.no_grad():  # QwenImageVAE.decode, then vae_output_to_image
+        out = vae.decode(unpack(latents, H, W)[:, :, None] / inv_std + mean, return_dict=False)[0][0, :, 0]
+    expected = ((out + 1) * (255 / 2)).clip(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
+    assert not torch.allclose(mean, torch.zeros(1)) and not torch.allclose(inv_std, torch.ones(1))
+    got = np.asarray(gen._decode(latents))
+    np.testing.assert_array_equal(got, expected)
+    rounded = np.round(((out / 2 + 0.5).clamp(0, 1) * 255).permute(1, 2, 0).numpy())  # diffusers' postprocess
+    assert (rounded != got).any()
+
+
 def test_tiny_generate_through_the_cli(tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert main(["generate", "--profile", "tiny", "--limit", "1", "--generators", "v2=qwen-eligen[version=v2]",

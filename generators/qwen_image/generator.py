@@ -283,10 +283,11 @@ class QwenEliGenGenerator(Generator):
         pipe, s = self._pipe, self.settings
         vae = pipe.vae
         spatial = unpack(latents, s["height"], s["width"]).to(vae.dtype)[:, :, None]  # (B, C, 1, h, w)
+        # QwenImageVAE.decode at afd101f: x / (1 / std) + mean, the reciprocal taken in float32
         mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(spatial.device, spatial.dtype)
-        std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(spatial.device, spatial.dtype)
+        inv_std = (1 / torch.tensor(vae.config.latents_std)).view(1, -1, 1, 1, 1).to(spatial.device, spatial.dtype)
         with torch.no_grad():
-            image = vae.decode(spatial * std + mean, return_dict=False)[0][:, :, 0]
+            image = vae.decode(spatial / inv_std + mean, return_dict=False)[0][:, :, 0]
         # (x + 1) * 127.5, clipped, truncated to uint8 (diffsynth/utils/__init__.py at afd101f)
         pixels = ((image[0] + 1) * (255 / 2)).clip(0, 255).permute(1, 2, 0).to("cpu", torch.uint8)
         return PILImage.fromarray(pixels.numpy())

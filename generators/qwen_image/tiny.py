@@ -18,6 +18,14 @@ TINY_TRANSFORMER = dict(
 """`QwenImageTransformer2DModel` config of the tiny profile."""
 
 
+# Qwen-Image's VAE latent statistics (modelscope/DiffSynth-Studio@afd101f,
+# diffsynth/models/qwen_image_vae.py, `QwenImageVAE.__init__`), so the tiny profile denormalises as the real one
+LATENTS_MEAN = [-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+                0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921]
+LATENTS_STD = [2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+               3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160]
+
+
 def tiny_text_encoder(vocab_size: int) -> Any:
     """A random 2-layer Qwen2.5-VL (hidden 32) with a 1-layer vision tower."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
@@ -52,7 +60,7 @@ def build_tiny_qwen_image(directory: Path, seed: int = 0) -> Path:
         text_encoder = tiny_text_encoder(len(tokenizer))
         vae = AutoencoderKLQwenImage(
             base_dim=4, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-            temperal_downsample=[False, True, True], latents_mean=[0.0] * 16, latents_std=[1.0] * 16,
+            temperal_downsample=[False, True, True], latents_mean=LATENTS_MEAN, latents_std=LATENTS_STD,
         )  # fmt: skip
     # Qwen/Qwen-Image's scheduler config; the EliGen sampler computes its own schedule
     scheduler = FlowMatchEulerDiscreteScheduler(
