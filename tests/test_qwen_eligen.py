@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from eligen_bench.cli import main
@@ -240,6 +241,26 @@ def test_feed_forward_uses_diffsynth_sigmoid_gelu() -> None:
     expected = block.txt_mlp.net[2](h * torch.sigmoid(1.702 * h))
     assert torch.allclose(block.txt_mlp(x), expected, atol=1e-6)
     assert (block.txt_mlp(x) - tanh_out).abs().max() > 1e-3
+
+
+def test_vae_rms_norm_normalises_in_the_input_dtype() -> None:
+    from diffusers import AutoencoderKLQwenImage
+    from diffusers.models.autoencoders.autoencoder_kl_qwenimage import QwenImageRMS_norm
+
+    from eligen_bench.generators.qwen_image.numerics import InputDtypeRMSNorm, follow_diffsynth_vae
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLQwenImage(base_dim=4, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1)
+    keys = list(vae.state_dict())
+    replaced = follow_diffsynth_vae(vae)
+    assert replaced and follow_diffsynth_vae(vae) == [] and list(vae.state_dict()) == keys
+    assert not any(isinstance(m, QwenImageRMS_norm) for m in vae.modules())
+    stock = QwenImageRMS_norm(8, images=False).to(torch.bfloat16)
+    ours = InputDtypeRMSNorm(stock)
+    x = torch.randn(2, 8, 3, 5, 5).to(torch.bfloat16) * 7
+    expected = F.normalize(x, dim=1) * (8 ** 0.5) * stock.gamma  # RMS_norm.forward, all in bf16
+    assert torch.equal(ours(x), expected)
+    assert not torch.equal(stock(x), expected)  # diffusers normalises bf16 in float32
 
 
 # ----- 4. schedule, guidance, noise ----------------------------------------------------------

@@ -166,9 +166,13 @@ class QwenEliGenGenerator(Generator):
         pipe = load_qwen_pipeline(source, s["revision"], getattr(torch, s["dtype"]))
         pipe.to(self.resolve_device())
         if s["numerics"] == "diffsynth":
-            from eligen_bench.generators.qwen_image.numerics import follow_diffsynth
+            from eligen_bench.generators.qwen_image.numerics import (
+                follow_diffsynth,
+                follow_diffsynth_vae,
+            )
 
             follow_diffsynth(pipe.transformer)
+            follow_diffsynth_vae(pipe.vae)
         if self.profile == "tiny":
             lora = str(write_tiny_lora(pipe.transformer, Path(self._tmpdir) / "lora"))
         modules = load_lora(pipe.transformer, lora, s["lora_file"], alpha=float(s["lora_scale"]),

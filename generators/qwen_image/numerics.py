@@ -11,7 +11,11 @@ modelscope/DiffSynth-Studio@afd101f (v1.1.9), diffsynth/models/qwen_image_dit.py
   at the model's dtype) before multiplying (diffsynth/models/svd_unet.py, `get_timestep_embedding`);
   diffusers' `Timesteps` keeps them in float32. In float32 the two are the same.
 
-Every other piece matches: the RMS and layer norms, the modulation chunk order, the output
+* VAE RMS norm (diffsynth/models/qwen_image_vae.py, `RMS_norm`): ``F.normalize`` in the input's
+  dtype; diffusers' `QwenImageRMS_norm` normalises bfloat16 inputs in float32. In bfloat16 this
+  moves decoded pixels by up to tens of levels (measured on the tiny VAE); in float32 the two agree.
+
+Every other piece of the transformer matches: the RMS and layer norms, the modulation chunk order, the output
 AdaLN (scale, shift), the joint [text; image] attention and the RoPE tables. The module
 parameters keep diffusers' names (``img_mlp.net.0.proj``), so checkpoints load unchanged.
 
@@ -84,3 +88,34 @@ def follow_diffsynth(transformer: Any) -> list[str]:
         transformer.time_text_embed.time_proj = DiffSynthTimesteps(256, 1000.0)
         changed.append("time_text_embed.time_proj")
     return changed
+
+
+class InputDtypeRMSNorm(nn.Module):
+    """DiffSynth's VAE `RMS_norm`: ``normalize(x) * sqrt(dim) * gamma + bias`` in x's dtype.
+
+    Holds the replaced module's parameters under the same names (``gamma``, ``bias``)."""
+
+    def __init__(self, norm: nn.Module):
+        super().__init__()
+        self.channel_first = norm.channel_first
+        self.scale = norm.scale
+        self.gamma = norm.gamma
+        self.bias = norm.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed = torch.nn.functional.normalize(x, dim=1 if self.channel_first else -1)
+        return normed * self.scale * self.gamma + self.bias
+
+
+def follow_diffsynth_vae(vae: Any) -> list[str]:
+    """Swap every `QwenImageRMS_norm` of diffusers' `AutoencoderKLQwenImage` for DiffSynth's
+    (idempotent); returns the modules replaced."""
+    from diffusers.models.autoencoders.autoencoder_kl_qwenimage import QwenImageRMS_norm
+
+    replaced = []
+    for name, module in list(vae.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, QwenImageRMS_norm):
+                setattr(module, child_name, InputDtypeRMSNorm(child))
+                replaced.append(f"{name}.{child_name}" if name else child_name)
+    return replaced
