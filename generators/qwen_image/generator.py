@@ -212,16 +212,15 @@ class QwenEliGenGenerator(Generator):
         import torch
 
         from eligen_bench.generators.qwen_image.sampling import Branch
-        from eligen_bench.generators.qwen_image.text import ENTITY_MAX_TOKENS, GLOBAL_MAX_TOKENS
 
         s = self.settings
         negative = None
         if float(s["cfg_scale"]) != 1.0:
-            negative = Branch(self._encode([s["negative_prompt"]], GLOBAL_MAX_TOKENS)[0])
-        global_embeds = self._encode([layout.prompt], GLOBAL_MAX_TOKENS)[0]
+            negative = Branch(self._encode([s["negative_prompt"]], "global")[0])
+        global_embeds = self._encode([layout.prompt], "global")[0]
         if not layout.entities:
             return Branch(global_embeds), negative
-        entity_embeds = self._encode([e.prompt for e in layout.entities], ENTITY_MAX_TOKENS)
+        entity_embeds = self._encode([e.prompt for e in layout.entities], "entity")
         embeds = [global_embeds, *entity_embeds]
         masks = self._token_masks(layout)
         positive = Branch(torch.cat(embeds, dim=1), self._control([e.shape[1] for e in embeds], masks))
@@ -239,13 +238,14 @@ class QwenEliGenGenerator(Generator):
         plan = build_plan(lengths, masks).to(self._device)
         return EliGenQwenControl(plan, method=self.settings["attention_method"])
 
-    def _encode(self, prompts: list[str], max_tokens: int) -> list[torch.Tensor]:
-        """(1, n_i, hidden) embedding of each prompt, each its own length."""
-        from eligen_bench.generators.qwen_image.text import TemplatedTokenizer, encode
+    def _encode(self, prompts: list[str], kind: str) -> list[torch.Tensor]:
+        """(1, n_i, hidden) embedding of each prompt, each its own length; `kind` "global" (also
+        the negative prompt) or "entity" sets the token limit."""
+        from eligen_bench.generators.qwen_image.text import MAX_TOKENS, TemplatedTokenizer, encode
         from eligen_bench.truncation import check_prompts
 
         pipe = self._pipe
-        kind = "global" if max_tokens > 2000 else "entity"
+        max_tokens = MAX_TOKENS[kind]
         check_prompts(self, f"qwen2.5-vl ({kind})", TemplatedTokenizer(pipe.tokenizer), prompts, max_tokens)
         return [encode(pipe.text_encoder, pipe.tokenizer, p, max_tokens, self._device, self._dtype) for p in prompts]
 

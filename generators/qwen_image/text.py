@@ -28,6 +28,7 @@ GLOBAL_MAX_TOKENS = 4096 + DROP_IDX
 """`encode_prompt`: ``max_length=4096+drop_idx`` (raised from 1024 in f7f5c07, "fix long prompt")."""
 ENTITY_MAX_TOKENS = 1024 + DROP_IDX
 """`get_prompt_emb`: ``max_length=1024+drop_idx``."""
+MAX_TOKENS = {"global": GLOBAL_MAX_TOKENS, "entity": ENTITY_MAX_TOKENS}
 
 
 class TemplatedTokenizer:
