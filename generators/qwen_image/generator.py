@@ -94,8 +94,8 @@ class QwenEliGenGenerator(Generator):
         "attention_method": "auto",
         # DiffSynth gives an entity whose mask vanishes on the latent grid zero tokens
         "vanishing_mask": "drop",
-        # "diffsynth": feed-forward GELU and timestep frequencies as DiffSynth computes them;
-        # "diffusers": diffusers' stock modules
+        # "diffsynth": feed-forward GELU, timestep frequencies and VAE RMS norms as DiffSynth
+        # computes them (`numerics`); "diffusers": diffusers' stock modules
         "numerics": "diffsynth",
     }
 
