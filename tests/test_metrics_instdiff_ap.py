@@ -293,3 +293,15 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
             InstDiffAP(**bad)
     with pytest.raises(InputError, match="annotation file not found"):
         load_instances(tmp_path)
+
+
+@pytest.mark.weights
+def test_real_yolov8m_seg_loads_and_scores(tmp_path: Path) -> None:
+    """yolov8m-seg.pt as ultralytics downloads it, read with weights_only=True, on one sample."""
+    folder = _instances(tmp_path / "ann")
+    png = _png(tmp_path / "sample.png")
+    layout = Layout("coco-100", "p", (), 512, 512, source="coco2017val:100")
+    metric = InstDiffAP(annotations=str(folder), device="cuda" if torch.cuda.is_available() else "cpu")
+    [r] = metric.score([ScoreItem("g", layout, 0, 0, png, file_sha256(png))])
+    assert metric.model.task == "segment" and len(metric.model.names) == 80
+    assert r.status == "ok" and len(r.detail["detections"]) <= 300

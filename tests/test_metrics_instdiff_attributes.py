@@ -234,3 +234,19 @@ def test_jpeg_of_a_saved_buffer_round_trips() -> None:
     image = Image.new("RGB", (16, 16), (10, 200, 30))
     with Image.open(io.BytesIO(jpeg_bytes(image, 75))) as decoded:
         assert decoded.format == "JPEG" and decoded.size == (16, 16)
+
+
+@pytest.mark.weights
+def test_real_weights_read_solid_colours(tmp_path: Path) -> None:
+    """ViT-L-14 laion2b_s32b_b82k from the hub: flat colour patches are classified as their colour."""
+    colours = ("red", "green", "blue", "yellow", "white", "black")
+    array = np.zeros((128, 128 * len(colours), 3))
+    for k, colour in enumerate(colours):
+        array[:, 128 * k : 128 * (k + 1)] = RGB[colour]
+    path = _png(tmp_path / "patches.png", array)
+    n = len(colours)
+    layout = Layout("p", "p", tuple(Entity(f"{c} object", (k / n, 0.0, (k + 1) / n, 1.0)) for k, c in enumerate(colours)),
+                    128 * n, 128)
+    [r] = InstDiffAttributeAccuracy(device="cpu").score([_item(layout, path)])
+    assert [e[1] for e in r.detail["instances"]] == list(colours)
+    assert r.value == 1.0
