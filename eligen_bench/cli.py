@@ -101,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--bootstrap-resamples", type=int, default=1000)
     board.set_defaults(func=_leaderboard)
 
+    table3 = sub.add_parser("instdiff-table", help="the DEIG paper's Table 3 from InstDiff-Bench run folders")
+    table3.add_argument("--color", type=Path, help="run on the instdiff-bench-color suite (Acc / CLIP colour)")
+    table3.add_argument("--texture", type=Path, help="run on the instdiff-bench-texture suite (Acc / CLIP texture)")
+    table3.add_argument("--ap", type=Path, help="run on the attribute-free instdiff-bench suite (AP, AP50)")
+    table3.add_argument("--out", type=Path, help="CSV to write (the columns of results/reference/deig_table3.csv)")
+    table3.add_argument("--reference", type=Path, help="published rows to print below ours "
+                        "(e.g. results/reference/deig_table3.csv)")
+    table3.set_defaults(func=_instdiff_table)
+
     ls = sub.add_parser("ls", help="list registered suites, generators and metrics")
     ls.set_defaults(func=commands.ls)
 
@@ -125,6 +134,26 @@ def _leaderboard(args: argparse.Namespace) -> int:
     from eligen_bench.report.site_page import command
 
     return command(args)
+
+
+def _instdiff_table(args: argparse.Namespace) -> int:
+    from eligen_bench.report.instdiff_table import instdiff_table, markdown
+    from eligen_bench.report.reference import read_reference
+
+    runs = {role: getattr(args, role) for role in ("color", "texture", "ap") if getattr(args, role) is not None}
+    if not runs:
+        raise InputError("give at least one of --color, --texture, --ap", field="instdiff-table")
+    table, warnings = instdiff_table(runs)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    reference = read_reference(args.reference) if args.reference is not None else None
+    print(markdown(table, reference), end="")
+    if args.out is not None:
+        from eligen_bench.atomic import atomic_write_text
+
+        atomic_write_text(args.out, table.to_csv(index=False))
+        print(f"wrote {args.out}")
+    return 0
 
 
 def _add_generation_args(parser: argparse.ArgumentParser) -> None:
