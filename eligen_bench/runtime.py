@@ -94,7 +94,8 @@ def _name(dtype: Any) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def record_facts(worker: dict[str, Any], label: str, plugin: Any) -> None:
-    """Add this process's torch settings and the plugin's device and dtype to a worker's record."""
+def record_facts(worker: dict[str, Any], kind: str, label: str, plugin: Any) -> None:
+    """Add this process's torch settings, and the device and dtype of the generator or metric
+    (`kind`) labelled `label`, to a worker's record."""
     worker.update(torch_facts())
-    worker.setdefault("plugins", {})[label] = plugin_facts(plugin)
+    worker.setdefault(f"{kind}s", {})[label] = plugin_facts(plugin)

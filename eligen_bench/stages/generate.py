@@ -135,7 +135,7 @@ def _make_missing(run: RunDir, label: str, generator: Generator, requests: Seque
 
     generator.ensure_loaded()
     images = generator.generate(todo)
-    record_facts(worker, label, generator)
+    record_facts(worker, "generator", label, generator)
     if len(images) != len(todo):
         raise RuntimeError(f"{label} returned {len(images)} images for {len(todo)} requests")
     for request, image in zip(todo, images, strict=True):

@@ -134,7 +134,7 @@ def score_shard(run: RunDir, label: str, metric: Metric, path: Path, chunk: Sequ
             return False
         if not run.holds(path):
             rows = metric.score(chunk)
-            record_facts(worker, label, metric)
+            record_facts(worker, "metric", label, metric)
             run.check_inside(path)
             _write_rows(path, [{**r.to_record(), "metric": label} for r in rows])
             run.record_made(worker, "score", chunk[0].generator, f"{path.parent.parent.name}/{path.name}")
@@ -176,7 +176,8 @@ def _read_shard(run: RunDir, path: Path) -> pd.DataFrame:
     try:
         table = read_score_table(run.root, path)
     except InputError as exc:
-        raise InputError(f"{exc.message}; delete it and run score again to rescore just that shard",
+        raise InputError(f"unreadable score shard ({exc.message}); delete it and run score again to rescore "
+                         "just that shard",
                          where=exc.where, field=exc.field) from None
     assert table is not None  # only shards on disk are read
     return table
