@@ -175,6 +175,8 @@ MANIFEST_CASES = {
     "config.base_seed": lambda m: m["config"].update(base_seed=float("nan")),
     "adapt_notes.painter": lambda m: m.update(adapt_notes={"painter": 3}),
     "seeds.plain[0]": lambda m: m["seeds"].update(plain=["x"]),
+    "warnings[0]": lambda m: m.update(warnings=["\x1b[2J a terminal escape"]),
+    "created": lambda m: m.update(created="2026\n| INJECTED |"),
 }
 
 
