@@ -175,3 +175,15 @@ def test_out_in_a_folder_that_cannot_be_written_is_one_line(tmp_path, capsys, un
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "--out: cannot write in" in err and "locked" in err, err
     assert not any(unwritable.iterdir())
+
+
+@pytest.mark.parametrize("args", [
+    ["coco", "--min-area", "nan"], ["coco", "--min-area", "2"], ["coco", "--min-objects", "-1"],
+    ["coco", "--max-objects", str(10**9)], ["coco", "--min-entities", "x"], ["mig-bench", "--size", "0"],
+    ["mig-bench", "--size", "100000"],
+])
+def test_suite_build_numbers_have_a_range_before_any_download(tmp_path, capsys, args) -> None:
+    assert main(["suite", "build", args[0], "--out", str(tmp_path / "s.jsonl"), *args[1:]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"argument {args[1]}: must be " in err
+    assert not (tmp_path / "s.jsonl").exists()
