@@ -173,6 +173,7 @@ class RunDir:
         self.check_owned()
         self.root.mkdir(parents=True, exist_ok=True)
         check_control(self.root / LOCK_NAME)  # a link there would be created or truncated through
+        check_control(self.root / CLAIMS_FOLDER, folder=True)
         lock = FileLock(self.root / LOCK_NAME, fallback_to_soft=False)
         try:
             try:

@@ -154,15 +154,19 @@ def test_a_suite_file_linking_outside_is_not_read(run, made, capsys) -> None:
         assert "suite.jsonl: is a link that resolves outside the run folder" in one_line(capsys)
 
 
-@pytest.mark.parametrize("name", [".eligen-bench.lock", ".eligen-bench.work"])
+@pytest.mark.parametrize("name", [".eligen-bench.lock", ".eligen-bench.work", ".eligen-bench.claims"])
 def test_linked_lock_files_are_refused(name, run, tmp_path, capsys) -> None:
     target = tmp_path / "made-outside"
+    if name.endswith("claims"):
+        target.mkdir()
     (run / name).unlink(missing_ok=True)
     (run / name).symlink_to(target)
+    manifest = (run / "manifest.json").read_bytes()
     capsys.readouterr()
     assert main(["score", "--out", str(run), "--metrics", f"{FILL}[tolerance=1]", "--no-progress"]) == 2
     assert f"{name}: is a symbolic link" in one_line(capsys)
-    assert not target.exists()
+    assert not target.exists() or not any(target.iterdir())
+    assert (run / "manifest.json").read_bytes() == manifest  # refused before anything is recorded
 
 
 # fields of the wrong type ---------------------------------------------------------------------
