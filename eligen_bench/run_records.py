@@ -242,9 +242,10 @@ def _check_per_generator(manifest: dict[str, Any], fields: _Fields) -> None:
                 fields.integer(count, f"adapt_notes.{label}.{note}", 0, 2**63 - 1)
         else:
             fields.texts(notes, f"adapt_notes.{label}")
-    for label, reference in fields.mapping(manifest.get("references", {}), "references").items():
-        fields.name(label, "references")
-        fields.string(reference, f"references.{label}")
+    for key in ("references", "entity_text"):
+        for label, text in fields.mapping(manifest.get(key, {}), key).items():
+            fields.name(label, key)
+            fields.string(text, f"{key}.{label}")
     truncation = fields.mapping(manifest.get("prompt_truncation", {}), "prompt_truncation")
     for label, encoders in truncation.items():
         fields.name(label, "prompt_truncation")

@@ -181,6 +181,7 @@ MANIFEST_CASES = {
     "seeds.plain[0]": lambda m: m["seeds"].update(plain=["x"]),
     "warnings[0]": lambda m: m.update(warnings=["\x1b[2J a terminal escape"]),
     "created": lambda m: m.update(created="2026\n| INJECTED |"),
+    "entity_text": lambda m: m.update(entity_text=["prompt"]),
 }
 
 
