@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Sequence
@@ -12,19 +13,29 @@ from typing import NoReturn
 from eligen_bench import console
 from eligen_bench.arguments import (
     MAX_BATCH,
+    MAX_GPUS_PER_WORKER,
     MAX_LIMIT,
+    MAX_PER_BUCKET,
+    MAX_RESAMPLES,
     MAX_SEED,
     MAX_SEEDS,
     MAX_SHARD,
+    MAX_THREADS,
+    MAX_WAIT,
+    MAX_WORKERS,
     device,
     int_range,
+    number_range,
 )
 from eligen_bench.errors import InputError, WorkerError
 from eligen_bench.registry import PluginError
+from eligen_bench.runtime import DEFAULT_THREADS
 from eligen_bench.seeds import NAMED_SEED_LISTS, parse_seed_list
 
 log = logging.getLogger("eligen_bench")
 DEFAULT_SUITE = "mini"
+WRITE_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+"""Errors of writing where one may not (or there is no room): a line naming the file, exit 2."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,6 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (InputError, PluginError, WorkerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRORS:
+            raise
+        # A folder that cannot be written (read-only mount, immutable, full): one line, not a traceback.
+        print(f"error: {exc.filename or ''}: cannot write ({exc.strerror})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished files are kept; run the same command again to resume", file=sys.stderr)
@@ -67,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_args(run)
     _add_metric_args(run)
     _add_report_args(run)
+    run.add_argument("--wait-timeout", type=number_range(0, MAX_WAIT, above_low=True), default=None,
+                     help="with --shard: seconds to wait for the other shards' images before giving up "
+                     "(exit 2); default: wait until they are made")
     run.set_defaults(func=commands.run)
 
     generate = sub.add_parser("generate", help="make the images only")
@@ -96,9 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser("leaderboard", help="one static site comparing many run folders")
     board.add_argument("runs", nargs="+", metavar="RUN_OR_GLOB", help="run folders or glob patterns")
     board.add_argument("--out", required=True, type=Path, help="the site folder (new, empty or an earlier site)")
-    board.add_argument("--layouts-per-bucket", type=int, default=3,
-                       help="layouts per entity-count bucket in the image comparisons")
-    board.add_argument("--bootstrap-resamples", type=int, default=1000)
+    board.add_argument("--layouts-per-bucket", type=int_range(0, MAX_PER_BUCKET), default=3,
+                       help=f"layouts per entity-count bucket in the image comparisons, 0 to {MAX_PER_BUCKET}")
+    board.add_argument("--bootstrap-resamples", type=int_range(1, MAX_RESAMPLES), default=1000,
+                       help=f"layout resamples of the confidence intervals, 1 to {MAX_RESAMPLES}")
     board.set_defaults(func=_leaderboard)
 
     table3 = sub.add_parser("instdiff-table", help="the DEIG paper's Table 3 from InstDiff-Bench run folders")
@@ -188,8 +209,13 @@ def _add_executor_args(parser: argparse.ArgumentParser) -> None:
                         help="where items are made: this process (default) or Ray actors")
     parser.add_argument("--address", default=None,
                         help="Ray cluster address (default: a running cluster or a new local one)")
-    parser.add_argument("--workers", type=int, default=1, help="Ray actors per stage (model replicas)")
-    parser.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs each Ray actor holds")
+    parser.add_argument("--workers", type=int_range(1, MAX_WORKERS), default=None,
+                        help=f"Ray actors per stage (model replicas), 1 to {MAX_WORKERS} (default 1)")
+    parser.add_argument("--gpus-per-worker", type=number_range(0, MAX_GPUS_PER_WORKER), default=None,
+                        help=f"GPUs each Ray actor holds, 0 to {MAX_GPUS_PER_WORKER:g} (default 0)")
+    parser.add_argument("--threads", type=int_range(1, MAX_THREADS), default=DEFAULT_THREADS,
+                        help=f"torch CPU threads of every worker, whatever the executor, 1 to {MAX_THREADS} "
+                        f"(default {DEFAULT_THREADS}: the same in every executor, so they make the same images)")
     parser.add_argument("--shard", default=None,
                         help="i/n: make only this process's part of the items (torchrun, Slurm arrays)")
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from eligen_bench import registry
 from eligen_bench.api.metric import Metric, ModelCache, ScoreItem
+from eligen_bench.atomic import check_writable
 from eligen_bench.config import RunConfig
 from eligen_bench.errors import InputError
 from eligen_bench.executors.base import Executor
@@ -17,6 +18,7 @@ from eligen_bench.executors.dispatch import make_executor, record_execution, wai
 from eligen_bench.executors.shard import Shard, parse_shard
 from eligen_bench.plugins import make_generator, make_metric
 from eligen_bench.registry import PluginError
+from eligen_bench.run_records import seed_table
 from eligen_bench.rundir import RunDir
 from eligen_bench.seeds import SeedPlan, resolve_seeds
 from eligen_bench.specs import parse_specs
@@ -30,7 +32,7 @@ from eligen_bench.stages.generate import (
 )
 from eligen_bench.stages.score import collect_items, compile_run_scores, run_scoring
 from eligen_bench.status import SHOWN, run_status
-from eligen_bench.suite import Suite, read_suite, resolve_suite, validate_suite_file
+from eligen_bench.suite import Suite, resolve_suite, validate_suite_file
 from eligen_bench.truncation import record_truncation
 
 log = logging.getLogger("eligen_bench")
@@ -41,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     config = RunConfig.from_args(args)
     _check_report_args(config)
     shard = parse_shard(config.executor.shard)
+    if config.wait_timeout is not None and shard is None:
+        raise InputError("only applies with --shard (the wait for the other shards' images)", field="--wait-timeout")
     plans, suite, run_dir, seeds = _prepare_generation(config)
     metrics = _make_metrics(config.metrics, profile=config.profile, device=config.device,
                             batch_size=config.metric_batch_size)
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     executor = make_executor(config.executor)
     _generate(config, plans, suite, run_dir, executor, shard, seeds)
     if shard is not None:
-        wait_for_images(run_dir)  # the other shards' images: every metric shard needs all
+        wait_for_images(run_dir, shard, config.wait_timeout)  # the other shards' images: every metric shard needs all
     _score(run_dir, metrics, shard_size=config.shard_size, progress=config.progress, executor=executor,
            shard=shard)
     with run_dir.locked():
@@ -91,6 +95,8 @@ def _prepare_generation(config: RunConfig) -> tuple[list[GenerationPlan], Suite,
     out = config.out or Path("results") / "runs" / f"{suite.name}-{profile}"
     if config.out is None:
         RunDir(out).check_owned()
+    if not config.dry_run:
+        check_writable(out, field="--out")
     return plans, suite, RunDir(out), seeds
 
 
@@ -135,7 +141,7 @@ def _open_generation(config: RunConfig, plans: list[GenerationPlan], suite: Suit
     from eligen_bench.tiny import TINY_WARNING
 
     manifest = run_dir.open_for(_generation_config(config, suite, plans, seeds), allow_mixed=config.allow_mixed)
-    if not run_dir.suite_path.exists() or read_suite(run_dir.suite_path).hash != suite.hash:
+    if not run_dir.holds(run_dir.suite_path) or run_dir.read_suite().hash != suite.hash:
         suite.write(run_dir.suite_path)
     manifest["profile"] = config.profile
     manifest["seeds"] = seeds_for(suite, seeds)
@@ -168,6 +174,7 @@ def score(args: argparse.Namespace) -> int:
     config = RunConfig.from_args(args)
     run_dir = RunDir(config.out)
     manifest = run_dir.require_manifest()
+    check_writable(run_dir.root, field="--out")
     profile = config.profile or manifest.get("profile", "full")
     metrics = _make_metrics(config.metrics, profile=profile, device=config.device,
                             batch_size=config.metric_batch_size)
@@ -215,9 +222,9 @@ def _score(run_dir: RunDir, metrics: dict[str, Metric], *, shard_size: int, prog
 
 def _open_scoring(run_dir: RunDir, metrics: dict[str, Metric], shard_size: int) -> dict[str, list[ScoreItem]]:
     manifest = run_dir.require_manifest()  # read again under the lock: another command may have scored
-    suite = read_suite(run_dir.suite_path)
-    items = collect_items(run_dir, suite, list(manifest["config"]["generators"]), manifest["seeds"],
-                          manifest.get("inputs"))
+    suite = run_dir.read_suite()
+    seeds = seed_table(manifest, [layout.id for layout in suite.layouts], str(run_dir.manifest_path))
+    items = collect_items(run_dir, suite, list(manifest["config"]["generators"]), seeds, manifest.get("inputs"))
     recorded = manifest["config"].get("metrics", {})
     check_metric_keys(metrics, recorded)
     run_dir.remove_stale_temporaries()
@@ -247,6 +254,7 @@ def report(args: argparse.Namespace) -> int:
     _check_report_args(config)
     run_dir = RunDir(config.out)
     run_dir.require_manifest()
+    check_writable(run_dir.root, field="--out")
     with run_dir.locked():
         return _report(run_dir, config)
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from eligen_bench.runtime import DEFAULT_THREADS
+
 
 @dataclass(frozen=True)
 class ExecutorConfig:
@@ -20,10 +22,12 @@ class ExecutorConfig:
     """'local' (this process) or 'ray'."""
     address: str | None = None
     """Ray cluster address; None starts or joins a local one."""
-    workers: int = 1
-    """Ray actors per stage (model replicas)."""
-    gpus_per_worker: float = 0.0
-    """GPUs each Ray actor holds."""
+    workers: int | None = None
+    """Ray actors per stage (model replicas); None: not given (1 with Ray; any value is refused with the local executor)."""
+    gpus_per_worker: float | None = None
+    """GPUs each Ray actor holds; None: not given (0 with Ray; any value is refused with the local executor)."""
+    threads: int = DEFAULT_THREADS
+    """torch CPU threads of every worker, whatever the executor (`runtime.threads`)."""
     device: str | None = None
     """Torch device of the local executor's models (None: CUDA when present, else CPU)."""
     shard: str | None = None
@@ -74,6 +78,8 @@ class RunConfig:
     """Other run folders to compare with."""
     fail_on_regression: bool = False
     """Exit 1 when a compared metric regressed."""
+    wait_timeout: float | None = None
+    """With a shard: seconds to wait for the other shards' images (None: until they are made)."""
     executor: ExecutorConfig = ExecutorConfig()
     """Who makes the items."""
 

@@ -59,6 +59,9 @@ def check_text(value: Any, *, where: str | None, what: str, optional: bool = Fal
     bad = next((c for c in value if unicodedata.category(c) in _BREAKING), None)
     if bad is not None:
         raise InputError(f"contains the control character {bad!r}", where=where, field=what)
+    surrogate = next((c for c in value if unicodedata.category(c) == "Cs"), None)
+    if surrogate is not None:  # JSON's "\ud800" alone: no character, and no UTF-8 can hold it
+        raise InputError(f"contains the lone surrogate {surrogate!r} (not valid Unicode text)", where=where, field=what)
     return value
 
 

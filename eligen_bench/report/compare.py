@@ -59,6 +59,22 @@ def comparable_metrics(run: Run, other: Run) -> set[str]:
             if label in other.metrics and other.metrics[label].key == info.key}
 
 
+def unmeasured_warnings(summary: pd.DataFrame, other_summary: pd.DataFrame, other_name: str) -> list[str]:
+    """Cells both runs have but that cannot be compared because a mean is not finite (no valid
+    values): said, so a gate that finds nothing to compare names the real reason."""
+    means = {(r.generator, r.metric): r.mean for r in other_summary.itertuples(index=False)}
+    found = []
+    for row in summary.itertuples(index=False):
+        theirs = means.get((row.generator, row.metric))
+        if theirs is None or (math.isfinite(row.mean) and math.isfinite(theirs)):
+            continue
+        where = "in either run" if not math.isfinite(row.mean) and not math.isfinite(theirs) else \
+            "here" if not math.isfinite(row.mean) else "there"
+        found.append(f"run {other_name}: {row.generator} / {row.metric} has no valid value {where} "
+                     "(no finite mean), so it is not compared")
+    return found
+
+
 def delta_table(summary: pd.DataFrame, other_summary: pd.DataFrame, other_name: str,
                 comparable: set[str] | None = None,
                 paired: dict[tuple[str, str], tuple[float, float]] | None = None) -> pd.DataFrame:

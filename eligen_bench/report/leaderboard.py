@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from eligen_bench.escape import html_text, url_path
 from eligen_bench.layout import Layout
 from eligen_bench.report.data import Run
+from eligen_bench.run_files import is_run_file
 
 PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
            "#fabed4", "#469990", "#dcbeff", "#9a6324")
@@ -99,7 +100,7 @@ def image_grid(run: Run, *, layouts: int = 12, seed_index: int = 0) -> str:
         overlay = box_overlay(layout)
         for generator in run.generators:
             path = run.image_path(generator, layout.id, seed_index)
-            if path.exists():
+            if is_run_file(run.path, path):  # never a link out of the run, nor a FIFO
                 link = html_text(url_path("..", "images", generator, path.name))
                 cells.append(f'<td><a href="{link}"><div class="frame"><img src="{link}" '
                              f'alt="{html_text(generator)} {html_text(layout.id)}" loading="lazy">'

@@ -7,15 +7,17 @@ lives in the HTML itself (escaped text and `data-` attributes), never inside the
 
 from __future__ import annotations
 
+import io
 import json
-import shutil
+import logging
 from pathlib import Path
 from typing import Any
 
 from eligen_bench import __version__
-from eligen_bench.atomic import atomic_write_text
+from eligen_bench.atomic import atomic_write_bytes, atomic_write_text, folder_replaced
 from eligen_bench.errors import InputError
 from eligen_bench.escape import html_text, url_path
+from eligen_bench.layout import MAX_SIDE
 from eligen_bench.report import leaderboard as run_page
 from eligen_bench.report import stats
 from eligen_bench.report.data import Run
@@ -28,6 +30,11 @@ from eligen_bench.report.site import (
     bucket_of,
     build_leaderboard,
 )
+from eligen_bench.run_files import MISSING, open_run_file, problem
+
+log = logging.getLogger(__name__)
+MAX_IMAGE_BYTES = 256 << 20
+"""Largest image copied into a site (an 8192 x 8192 RGB PNG is at most about 200 MB)."""
 
 STYLE = run_page.STYLE + """
 table.board th{cursor:pointer;user-select:none}
@@ -78,13 +85,18 @@ SCRIPT = """
 
 
 def write_site(board: Leaderboard, out: Path, *, per_bucket: int = 3) -> list[Path]:
-    """Write the site under `out` (refusing a non-empty folder that is not one); paths written."""
+    """Write the site under `out` (refusing a non-empty folder that is not one); paths written.
+
+    The site is written into a temporary folder that then takes `out`'s place, so a failure
+    part-way leaves no half site (and an earlier site as it was)."""
     check_out(out)
-    written = [*copy_images(board, out, per_bucket), *write_provenance(board, out)]
-    data = site_data(board)
-    atomic_write_text(out / "leaderboard.json", json.dumps(data, indent=1, allow_nan=False) + "\n")
-    atomic_write_text(out / "index.html", index_html(board, per_bucket))
-    return [*written, out / "leaderboard.json", out / "index.html"]
+    data = json.dumps(site_data(board), indent=1, allow_nan=False) + "\n"
+    page = index_html(board, per_bucket)
+    with folder_replaced(out) as folder:
+        written = [*copy_images(board, folder, per_bucket), *write_provenance(board, folder)]
+        atomic_write_text(folder / "leaderboard.json", data)
+        atomic_write_text(folder / "index.html", page)
+    return [out / p.relative_to(folder) for p in written] + [out / "leaderboard.json", out / "index.html"]
 
 
 def check_out(out: Path) -> None:
@@ -132,19 +144,42 @@ def image_name(run_id: str, generator: str, layout_id: str) -> tuple[str, ...]:
 
 
 def copy_images(board: Leaderboard, out: Path, per_bucket: int) -> list[Path]:
-    """Seed-0 images of the shown layouts, copied so the site can be deployed as it is."""
+    """Seed-0 images of the shown layouts, copied so the site can be deployed as it is: only
+    regular files inside their run that decode as PNG (`png_of`); the others are named and left out."""
     written = []
     for group in board.groups:
         for layout in shown_layouts(group, per_bucket):
             for run_id, run in group.runs:
                 for generator in run.generators:
-                    source = run.image_path(generator, layout.id, 0)
-                    if source.is_file():
+                    data = png_of(run, generator, layout.id, say=True)
+                    if data is not None:
                         target = out.joinpath(*image_name(run_id, generator, layout.id))
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copyfile(source, target)
+                        atomic_write_bytes(target, data)
                         written.append(target)
     return written
+
+
+def png_of(run: Run, generator: str, layout_id: str, *, say: bool = False) -> bytes | None:
+    """The bytes of a seed-0 image of a run (checked: a regular file inside the run, a PNG that
+    decodes), or None (said on the log with `say`, unless simply missing)."""
+    from PIL import Image
+
+    path = run.image_path(generator, layout_id, 0)
+    why = problem(run.path, path)
+    if why is None:
+        try:
+            with open_run_file(run.path, path, limit=MAX_IMAGE_BYTES) as handle:
+                data = handle.read()
+            with Image.open(io.BytesIO(data), formats=["PNG"]) as image:
+                if max(image.size) > MAX_SIDE:  # read from the header, before decoding a bomb
+                    raise ValueError(f"{image.size[0]}x{image.size[1]} pixels")
+                image.load()  # decodes every pixel: a truncated or forged file fails here
+            return data
+        except Exception as exc:  # PIL raises many types for damaged files
+            why = f"is not a PNG that decodes ({type(exc).__name__})"
+    if say and why != MISSING:
+        log.warning("run %s: %s %s; not copied into the site", run.name, path, why)
+    return None
 
 
 # provenance ---------------------------------------------------------------------------
@@ -255,7 +290,7 @@ def comparison_table(group: Group, per_bucket: int) -> str:
         overlay = run_page.box_overlay(layout)
         cells = [run_page.prompts_cell(layout)]
         for run_id, run, generator in pairs:
-            if run.image_path(generator, layout.id, 0).is_file():
+            if png_of(run, generator, layout.id) is not None:
                 link = html_text(url_path(*image_name(run_id, generator, layout.id)))
                 cells.append(f'<td><div class="frame"><img src="{link}" alt="{html_text(generator)} '
                              f'{html_text(layout.id)}">{overlay}</div></td>')
@@ -268,10 +303,10 @@ def comparison_table(group: Group, per_bucket: int) -> str:
 
 def command(args: Any) -> int:
     """`eligen-bench leaderboard RUN_OR_GLOB... --out DIR`: build, say what was set apart, write."""
-    if args.layouts_per_bucket < 0:
-        raise InputError(f"must be at least 0, got {args.layouts_per_bucket}", field="--layouts-per-bucket")
-    if args.bootstrap_resamples < 1:
-        raise InputError(f"must be at least 1, got {args.bootstrap_resamples}", field="--bootstrap-resamples")
+    from eligen_bench.atomic import check_writable
+
+    check_out(args.out)  # numbers are ranged by the parser; the folder before any run is read
+    check_writable(args.out.parent if args.out.exists() else args.out, field="--out")
     board = build_leaderboard(args.runs, bootstrap=stats.BootstrapOptions(resamples=args.bootstrap_resamples))
     for note in board.notes:
         print(f"set apart: {note}")

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from eligen_bench import escape
-from eligen_bench.atomic import atomic_write_bytes, atomic_write_text, remove_stale_temporaries
+from eligen_bench.arguments import MAX_RESAMPLES
+from eligen_bench.atomic import atomic_write_bytes, atomic_write_text, folder_replaced
 from eligen_bench.errors import InputError
 from eligen_bench.report import compare, leaderboard, levels, plots, reference, stats, tables
 from eligen_bench.report.data import Run, load_run
@@ -45,8 +46,8 @@ class ReportOptions:
     plots: bool = True
 
     def __post_init__(self) -> None:
-        if self.bootstrap_resamples < 1:
-            raise InputError("must be at least 1", where="report options", field="bootstrap_resamples")
+        if not 1 <= self.bootstrap_resamples <= MAX_RESAMPLES:
+            raise InputError(f"must be in [1, {MAX_RESAMPLES}]", where="report options", field="bootstrap_resamples")
         if not 0.0 < self.confidence < 1.0:
             raise InputError("must be in (0, 1)", where="report options", field="confidence")
         if self.decimals < 0 or self.grid_layouts < 0 or self.grid_seed_index < 0:
@@ -125,12 +126,13 @@ def _compare_runs(report: Report, others: Sequence[str | Path]) -> pd.DataFrame:
         report.warnings += [f"compared run {other.name}: {w}" for w in other.warnings
                             if w not in report.run.warnings]
         report.warnings += compare.comparability_warnings(report.run, other)
+        other_summary = stats.summarize(other, report.options.bootstrap)
+        report.warnings += compare.unmeasured_warnings(report.summary, other_summary, other.name)
         comparable = compare.comparable_metrics(report.run, other)
         paired = {(generator, label): stats.paired_difference_interval(report.run, other, label, generator,
                                                                       report.options.bootstrap)
                   for label in comparable for generator in report.run.generators if generator in other.generators}
-        parts.append(compare.delta_table(report.summary, stats.summarize(other, report.options.bootstrap),
-                                         other.name, comparable, paired))
+        parts.append(compare.delta_table(report.summary, other_summary, other.name, comparable, paired))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -145,21 +147,21 @@ def write_report(run_dir: str | Path, *, reference: str | Path | None = None,
 
 
 def save_report(report: Report) -> list[Path]:
-    """Write a computed report under its run's `report/` folder; returns the paths written."""
+    """Write a computed report under its run's `report/` folder; returns the paths written.
+
+    Every file is written into a temporary folder that then replaces `report/` whole, so a
+    failure part-way leaves the earlier report as it was, never half of a new one."""
     for warning in report.warnings:
         log.warning("%s", warning)
     out = Path(report.run.path) / "report"
-    remove_stale_temporaries(out)
     files = render_files(report)
-    written = []
-    for name, content in files.items():
-        path = out / name
-        if isinstance(content, bytes):
-            atomic_write_bytes(path, content)
-        else:
-            atomic_write_text(path, content)
-        written.append(path)
-    return written
+    with folder_replaced(out) as folder:
+        for name, content in files.items():
+            if isinstance(content, bytes):
+                atomic_write_bytes(folder / name, content)
+            else:
+                atomic_write_text(folder / name, content)
+    return [out / name for name in files]
 
 
 def render_files(report: Report) -> dict[str, str | bytes]:

@@ -6,7 +6,12 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from eligen_bench.arguments import int_range, number_range
+from eligen_bench.layout import MAX_SIDE, MIN_SIDE
+
 PRESETS = ("things", "layoutdiffusion", "eligen")
+MAX_OBJECTS = 10_000
+"""Bound of the object and entity counts (a COCO image holds at most a few hundred objects)."""
 
 
 def add_build_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -24,10 +29,10 @@ def add_build_parser(subparsers: argparse._SubParsersAction) -> None:
                       "eligen: stuff counts, things are entities (2830 reported); both paper "
                       "presets give boxes only")
     coco.add_argument("--stuff", type=Path, help="stuff_val2017.json; implies stuff is counted")
-    coco.add_argument("--min-area", type=float, help="box area fraction an object must exceed (0.02)")
-    coco.add_argument("--min-objects", type=int, help="fewest objects an image may keep (3)")
-    coco.add_argument("--max-objects", type=int, help="most objects an image may keep (8)")
-    coco.add_argument("--min-entities", type=int, help="drop layouts with fewer entities")
+    coco.add_argument("--min-area", type=number_range(0, 1), help="box area fraction an object must exceed (0.02)")
+    coco.add_argument("--min-objects", type=int_range(0, MAX_OBJECTS), help="fewest objects an image may keep (3)")
+    coco.add_argument("--max-objects", type=int_range(0, MAX_OBJECTS), help="most objects an image may keep (8)")
+    coco.add_argument("--min-entities", type=int_range(0, MAX_OBJECTS), help="drop layouts with fewer entities")
     coco.add_argument("--keep-crowd", action="store_true", help="keep iscrowd objects")
     coco.add_argument("--drop-crowd-images", action="store_true", help="drop images with any crowd object")
     coco.add_argument("--include-other", action="store_true", help="keep the stuff class 'other'")
@@ -50,7 +55,8 @@ def add_build_parser(subparsers: argparse._SubParsersAction) -> None:
     mig.add_argument("--dir", type=Path, help="folder with the two files (default: download "
                      "them from the official repository to the cache)")
     mig.add_argument("--out", type=Path, required=True, help="suite file to write (.jsonl)")
-    mig.add_argument("--size", type=int, default=512, help="layout width and height in pixels (512)")
+    mig.add_argument("--size", type=int_range(MIN_SIDE, MAX_SIDE), default=512,
+                     help=f"layout width and height in pixels, {MIN_SIDE} to {MAX_SIDE} (512)")
     mig.set_defaults(func=build_mig_bench_command)
 
     lsam = subparsers.add_parser(
