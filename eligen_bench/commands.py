@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
 from eligen_bench import registry
 from eligen_bench.api.metric import Metric, ModelCache, ScoreItem
+from eligen_bench.configurations import generator_record, generator_title, ordered, parse_names
 from eligen_bench.errors import InputError
 from eligen_bench.executors.base import Executor
 from eligen_bench.executors.dispatch import make_executor, record_execution, wait_for_images
@@ -40,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
     plans, suite, run_dir = _prepare_generation(args)
     metrics = _make_metrics(args.metrics, profile=args.profile, device=args.device,
                             batch_size=args.metric_batch_size)
+    parse_names(args.metric_names, metrics, option="--metric-names")
+    check_gate_args(args)
+    gate_options(args, metrics, [p.label for p in plans])
+    report_options(args)
     existing = run_dir.read_manifest()
     check_metric_keys(metrics, existing["config"].get("metrics", {}) if existing else {})
     if args.dry_run:
@@ -50,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if shard is not None:
         wait_for_images(run_dir)  # the other shards' images: every metric shard needs all
     _score(run_dir, metrics, shard_size=args.shard_size, progress=not args.no_progress, executor=executor,
-           shard=shard)
+           shard=shard, names=parse_names(args.metric_names, metrics, option="--metric-names"))
     with run_dir.locked():
         if shard is not None and not run_status(run_dir).complete:
             log.info("shard %s done; the last shard to finish writes the report (`eligen-bench status %s`)",
@@ -75,10 +79,13 @@ def _prepare_generation(args: argparse.Namespace) -> tuple[list[GenerationPlan],
         raise InputError(f"must be at least 1, got {args.seeds}", field="--seeds")
     if args.out is not None:
         RunDir(args.out).check_owned()  # a user's folder is refused before anything is read
-    suite = resolve_suite(args.suite).subset(args.limit)
+    suite = resolve_suite(args.suite, download=not args.dry_run).subset(args.limit)
+    if args.sample is not None:
+        suite = suite.sample(args.sample, args.sample_seed)
     specs = parse_specs(args.generators or _defaults("generator"), kind="generator")
     if not specs:
         raise InputError("no generator given or registered", field="--generators")
+    parse_names(args.generator_names, [s.label for s in specs], option="--generator-names")
     generators = {s.label: make_generator(s, profile=args.profile, device=args.device) for s in specs}
     plans = plan_generation(suite, generators, args.seeds, args.base_seed)
     out = args.out or Path("results") / "runs" / f"{suite.name}-{args.profile}"
@@ -135,11 +142,29 @@ def _open_generation(args: argparse.Namespace, plans: list[GenerationPlan], suit
     manifest["adapt_notes"] = {**manifest.get("adapt_notes", {}), **{p.label: p.notes for p in plans}}
     manifest["inputs"] = {r.layout.id: {"path": r.init_image, "sha256": r.init_image_sha256}
                           for plan in plans for r in plan.requests if r.init_image is not None}
+    # A suite's notes are facts about its layouts, not warnings: the report reads them from suite.jsonl.
     manifest["warnings"] = [TINY_WARNING] if args.profile == "tiny" else []
-    manifest["warnings"] += [f"suite note: {note}" for note in suite.notes]
     manifest["references"] = {**manifest.get("references", {}),
                               **{p.label: p.generator.reference for p in plans}}
+    _record_configurations(manifest, plans, parse_names(args.generator_names, [p.label for p in plans],
+                                                        option="--generator-names"))
+    if args.sample is not None:
+        manifest["sample"] = {"layouts": len(suite.layouts), "seed": args.sample_seed, "by": "entity count",
+                              "rule": "proportional, largest remainders; smallest sha256(seed/layout id)"}
+    else:
+        manifest.pop("sample", None)
     run_dir.write_manifest(manifest)
+
+
+def _record_configurations(manifest: dict[str, Any], plans: list[GenerationPlan], names: dict[str, str]) -> None:
+    """Order, display names and what each label is (`eligen_bench.configurations`)."""
+    order = manifest.setdefault("order", {})
+    order["generators"] = ordered(order.get("generators", []), [p.label for p in plans])
+    display = manifest.setdefault("display_names", {}).setdefault("generators", {})
+    records = manifest.setdefault("configurations", {})
+    for plan in plans:
+        display[plan.label] = generator_title(plan.label, plan.generator, names)
+        records[plan.label] = generator_record(plan.generator, display[plan.label], records.get(plan.label))
 
 
 def _record_load_notes(run_dir: RunDir, plans: list[GenerationPlan]) -> None:
@@ -157,10 +182,11 @@ def score(args: argparse.Namespace) -> int:
     manifest = run_dir.require_manifest()
     profile = args.profile or manifest.get("profile", "full")
     metrics = _make_metrics(args.metrics, profile=profile, device=args.device, batch_size=args.metric_batch_size)
+    names = parse_names(args.metric_names, metrics, option="--metric-names")
     check_metric_keys(metrics, manifest["config"].get("metrics", {}))
     shard = parse_shard(args.shard)
     _score(run_dir, metrics, shard_size=args.shard_size, progress=not args.no_progress,
-           executor=make_executor(args), shard=shard)
+           executor=make_executor(args), shard=shard, names=names)
     return 0
 
 
@@ -185,11 +211,11 @@ def check_metric_keys(metrics: dict[str, Metric], recorded: dict[str, Any]) -> N
 
 
 def _score(run_dir: RunDir, metrics: dict[str, Metric], *, shard_size: int, progress: bool,
-           executor: Executor, shard: Shard | None) -> None:
+           executor: Executor, shard: Shard | None, names: dict[str, str] | None = None) -> None:
     """Record the metrics (under the lock), score into shards (outside it: several processes
     may score a run at once), then compile the table (under the lock)."""
     with run_dir.locked():
-        items = _open_scoring(run_dir, metrics, shard_size)
+        items = _open_scoring(run_dir, metrics, shard_size, names or {})
     run_scoring(run_dir, metrics, items, shard_size=shard_size, progress=progress, executor=executor, shard=shard)
     with run_dir.locked():
         record_execution(run_dir, "score", executor, shard)
@@ -199,7 +225,8 @@ def _score(run_dir: RunDir, metrics: dict[str, Metric], *, shard_size: int, prog
     log.info("scores: %d rows in %s", len(table), run_dir.scores_path)
 
 
-def _open_scoring(run_dir: RunDir, metrics: dict[str, Metric], shard_size: int) -> dict[str, list[ScoreItem]]:
+def _open_scoring(run_dir: RunDir, metrics: dict[str, Metric], shard_size: int,
+                  names: dict[str, str]) -> dict[str, list[ScoreItem]]:
     manifest = run_dir.require_manifest()  # read again under the lock: another command may have scored
     suite = read_suite(run_dir.suite_path)
     items = collect_items(run_dir, suite, list(manifest["config"]["generators"]), manifest["seeds"],
@@ -209,6 +236,10 @@ def _open_scoring(run_dir: RunDir, metrics: dict[str, Metric], shard_size: int) 
     run_dir.remove_stale_temporaries()
     manifest["config"]["metrics"] = {
         **recorded, **{label: _metric_record(m, shard_size) for label, m in metrics.items()}}
+    order = manifest.setdefault("order", {})
+    order["metrics"] = ordered(order.get("metrics", []), metrics)
+    display = manifest.setdefault("display_names", {}).setdefault("metrics", {})
+    display.update({label: names.get(label) or metric.title() for label, metric in metrics.items()})
     run_dir.write_manifest(manifest)
     return items
 
@@ -236,37 +267,73 @@ def report(args: argparse.Namespace) -> int:
 
 
 def _report(run_dir: RunDir, args: argparse.Namespace) -> int:
-    """Write the report; 1 when --fail-on-regression finds a regression against --compare runs,
-    2 when it has nothing comparable to check (the gate fails closed)."""
+    """Write the report and print its summary; with --compare, the regression gate's delta table
+    and verdict too. Exit 1 when --fail-on-regression finds a regression, 2 when it has nothing
+    it could gate (the gate fails closed)."""
+    from eligen_bench.console import print_summary
     from eligen_bench.report import build_report, save_report
-    from eligen_bench.report.compare import regressions, unchecked_runs, ungated
+    from eligen_bench.report.gate import FAIL, UNCHECKED
 
     if not run_dir.scores_path.exists():
         raise InputError("no scores.parquet: run `eligen-bench score` first", where=str(run_dir.root))
-    if args.fail_on_regression and not args.compare:
-        raise InputError("needs a run to compare with (--compare RUN)", field="--fail-on-regression")
+    check_gate_args(args)
     for other in args.compare:
         RunDir(other).require_manifest()
-    from eligen_bench.console import print_summary
-
-    report = build_report(run_dir.root, reference_csv=args.reference, others=args.compare)
+    config = run_dir.require_manifest()["config"]
+    report = build_report(run_dir.root, reference_csv=args.reference, others=args.compare,
+                          options=report_options(args),
+                          gate_options=gate_options(args, _recorded_metrics(config), list(config["generators"])))
     print_summary(report, save_report(report))
     if not args.fail_on_regression:
         return 0
-    assert report.deltas is not None
-    unchecked = unchecked_runs(report.deltas, [Path(other).name for other in args.compare], report.warnings)
-    if unchecked:
-        raise InputError(f"nothing comparable to check: {unchecked[0]}", field="--fail-on-regression")
-    for row in ungated(report.deltas).itertuples(index=False):
-        print(f"not gated: {row.generator} {row.metric} {row.this:.4g} vs {row.other_mean:.4g} in {row.other} "
-              "(a run-level statistic without an interval)")
-    worse = regressions(report.deltas, report.run.metrics)
-    for row in worse.itertuples(index=False):
-        low, high = (row.delta_ci_low, row.delta_ci_high) if math.isfinite(row.delta_ci_low) else (row.ci_low, row.ci_high)
-        what = "difference" if math.isfinite(row.delta_ci_low) else "this run's"
-        print(f"regression: {row.generator} {row.metric} {row.this:.4g} vs {row.other_mean:.4g} in {row.other} "
-              f"({what} interval [{low:.4g}, {high:.4g}])")
-    return 1 if len(worse) else 0
+    assert report.verdict is not None
+    if report.verdict.verdict == UNCHECKED:
+        reason = report.verdict.unchecked[0] if report.verdict.unchecked else \
+            "no comparison could be gated (see the gate column above)"
+        raise InputError(f"nothing comparable to check: {reason}", field="--fail-on-regression")
+    return 1 if report.verdict.verdict == FAIL else 0
+
+
+def check_gate_args(args: argparse.Namespace) -> None:
+    """The gate's options need a run to compare with."""
+    if args.fail_on_regression and not args.compare:
+        raise InputError("needs a run to compare with (--compare RUN)", field="--fail-on-regression")
+    for option in ("margin", "gate_metrics", "gate_changed"):
+        if getattr(args, option) and not args.compare:
+            raise InputError("needs a run to compare with (--compare RUN)", field="--" + option.replace("_", "-"))
+
+
+def _recorded_metrics(config: dict[str, Any]) -> dict[str, Any]:
+    from eligen_bench.report.data import MetricInfo
+
+    return {label: MetricInfo.from_config(label, record, where="manifest.json")
+            for label, record in (config.get("metrics") or {}).items()}
+
+
+def gate_options(args: argparse.Namespace, metrics: dict[str, Any], generators: list[str]) -> Any:
+    """`--margin`, `--gate-metrics` and `--gate-changed`, checked against the run's labels."""
+    from eligen_bench.report.gate import (
+        GateOptions,
+        parse_changed,
+        parse_gate_metrics,
+        parse_margins,
+    )
+
+    return GateOptions(margins=parse_margins(args.margin, metrics), metrics=parse_gate_metrics(args.gate_metrics, metrics),
+                       changed=parse_changed(args.gate_changed, generators), enforced=args.fail_on_regression)
+
+
+def report_options(args: argparse.Namespace) -> Any:
+    """How the tables look: intervals, LaTeX layout, figure formats, order and display names."""
+    from eligen_bench.report import ReportOptions
+    from eligen_bench.report.names import PresentationOptions
+    from eligen_bench.specs import split_list
+
+    shown = PresentationOptions(generators=getattr(args, "rows", None), metrics=getattr(args, "columns", None),
+                                generator_names=getattr(args, "report_generator_names", None),
+                                metric_names=getattr(args, "report_metric_names", None))
+    return ReportOptions(intervals=args.intervals, latex_layout=args.latex_layout,
+                         plot_formats=tuple(split_list(args.plot_formats)), presentation=shown)
 
 
 # status ------------------------------------------------------------------------------------
@@ -354,6 +421,12 @@ def suite_show(args: argparse.Namespace) -> int:
 def _print_plan(run_dir: RunDir, suite: Suite, plans: list[GenerationPlan], metrics: dict[str, Metric]) -> None:
     print(f"run folder: {run_dir.root}")
     print(f"suite: {suite.name} v{suite.version}, {len(suite.layouts)} layouts, hash {suite.hash}")
+    counts: dict[int, int] = {}
+    for layout in suite.layouts:
+        counts[len(layout.entities)] = counts.get(len(layout.entities), 0) + 1
+    print("layouts by entity count: " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    for note in suite.notes:
+        print(f"note: {note}")
     for plan in plans:
         todo = len(pending_requests(run_dir, plan))
         print(f"generator {plan.label}: {len(plan.requests)} images ({todo} to make); "
