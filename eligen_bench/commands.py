@@ -28,7 +28,7 @@ from eligen_bench.stages.generate import (
 )
 from eligen_bench.stages.score import collect_items, compile_run_scores, run_scoring
 from eligen_bench.status import SHOWN, run_status
-from eligen_bench.suite import Suite, read_suite, resolve_suite, validate_suite_file
+from eligen_bench.suite import Suite, check_suite_file, read_suite, resolve_suite
 from eligen_bench.truncation import record_truncation
 
 log = logging.getLogger("eligen_bench")
@@ -379,7 +379,9 @@ def _describe(kind: str, obj: Any) -> str:
 
 
 def validate(args: argparse.Namespace) -> int:
-    suite, problems = validate_suite_file(args.suite_file)
+    """Every problem of a suite file (all of each line), and a warning per entity whose category
+    the detector metrics cannot score; exit 2 when there is a problem."""
+    suite, problems, warnings = check_suite_file(args.suite_file)
     for layout in suite.layouts if suite is not None else ():
         if layout.init_image is not None:
             try:
@@ -396,11 +398,14 @@ def validate(args: argparse.Namespace) -> int:
                     problems.append(InputError(f"{exc} [{spec.label}]"))
     for problem in problems:
         print(f"error: {problem}")
+    for warning in warnings:
+        print(f"warning: {warning}")
     if problems:
         print(f"{len(problems)} problem(s) in {args.suite_file}")
         return 2
     assert suite is not None
-    print(f"ok: suite {suite.name!r} version {suite.version}, {len(suite.layouts)} layouts, hash {suite.hash}")
+    print(f"ok: suite {suite.name!r} version {suite.version}, {len(suite.layouts)} layouts, hash {suite.hash}"
+          + (f" ({len(warnings)} warning(s))" if warnings else ""))
     return 0
 
 
