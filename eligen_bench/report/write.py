@@ -419,20 +419,30 @@ def _reference_table(report: Report) -> tables.Table:
 
 
 def _delta_table(report: Report) -> tables.Table:
-    table = tables.frame_table(report.deltas, decimals=report.options.decimals)
-    table.notes.append("delta = this run - other run; delta_ci: 95% paired bootstrap interval of the "
-                       "difference (both runs resampled with the same layouts); exceeds_ci: that interval "
-                       "excludes 0 (without one: the other run's mean lies outside this run's interval); "
-                       "comparable: same suite, seeds and metric key (see the warnings); same_configuration: "
-                       "the label names the same generator and settings in both runs.")
-    return table
+    """The gate's comparisons: this run minus each other run, the difference's interval, the result."""
+    assert report.verdict is not None
+    decimals, level = report.options.decimals, f"{report.options.confidence:.0%}"
+    rows = []
+    for c in report.verdict.comparisons:
+        low, high = c.interval
+        interval = "–" if low is None or high is None else f"[{low:+.{decimals}f}, {high:+.{decimals}f}]"
+        if c.interval_kind == "this run":
+            interval += " (this run's)"
+        result = c.result + (f" (margin {c.margin:g})" if c.margin and c.result != gate.NOT_GATED else "")
+        rows.append((c.other, [tables.Cell(c.metric), tables.Cell(c.generator), tables.Cell(tables.fmt(c.this, decimals)),
+                               tables.Cell(tables.fmt(c.other_mean, decimals)),
+                               tables.Cell(f"{c.difference:+.{decimals}f}"), tables.Cell(interval),
+                               tables.Cell(result + (f": {c.reason}" if c.reason else ""))]))
+    return tables.Table("other run", ["metric", "label", "this run", "other run", "difference",
+                                      f"{level} paired interval", "gate"], rows,
+                        [f"difference = this run - other run; interval: {level} paired bootstrap interval of the "
+                         "difference (both runs resampled with the same layouts); regressed: the interval lies "
+                         "below -margin. deltas.csv holds every column; verdict.json the verdict."])
 
 
 def _verdict_markdown(report: Report) -> str:
-    if report.verdict is None:
-        return ""
-    lines = gate.table_lines(report.verdict, report.options.decimals)
-    return "\n## Regression gate\n\n```\n" + "\n".join(escape.one_line(line) for line in lines) + "\n```\n"
+    assert report.verdict is not None
+    return f"\n**{escape.markdown_text(report.verdict.line(report.options.decimals))}**\n"
 
 
 def render_plots(report: Report) -> dict[str, bytes]:
@@ -469,10 +479,9 @@ def index_html(report: Report, names: Sequence[str]) -> str:
         tables.counts_table(report.summary, view.metric_infos(report.run), view.generators, view))))
     if report.reference is not None and len(report.reference):
         add(leaderboard.Section("Ours vs published", tables.to_html(_reference_table(report))))
-    if report.deltas is not None and len(report.deltas):
+    if report.verdict is not None:
         body = tables.to_html(_delta_table(report))
-        if report.verdict is not None:
-            body += f"<p><b>{escape.html_text(report.verdict.line(report.options.decimals))}</b></p>"
+        body += f"<p><b>{escape.html_text(report.verdict.line(report.options.decimals))}</b></p>"
         add(leaderboard.Section("This run minus other runs", body))
     for label in report.win_rate_labels:
         add(leaderboard.Section(f"Win rates: {view.metric(label)}", tables.to_html(_win_table(report, label))))
