@@ -96,7 +96,7 @@ def test_latex_marks_best_and_second_by_direction_and_keeps_notes_out_of_the_cap
     assert "Judges: Qwen2-VL: Qwen/Qwen2-VL-7B-Instruct." in caption
     assert "tiny" not in caption and "hand-made test suite" not in caption
     below = latex.split(r"\end{tabular}}")[1]
-    assert "tiny profile" in below and "Note: suite note: hand-made test suite" in below
+    assert "tiny profile" in below and "Note: suite: hand-made test suite" in below
     lower = dataclasses.replace(FAST, plots=False)
     run_b = paper_run(tmp_path / "b")
     manifest = json.loads((run_b / "manifest.json").read_text(encoding="utf-8"))
@@ -143,7 +143,7 @@ def test_results_json_holds_config_versions_results_and_references(tmp_path: Pat
     assert data["results"]["migc"][VLM]["strict_mean"] == pytest.approx(100 * 4 / 6)
     assert data["config"]["generators"]["eligen"]["display_name"] == "EliGen (ours)"
     assert "references" in data and TINY_WARNING in data["warnings"]
-    assert "suite note: hand-made test suite" in data["notes"]
+    assert "suite: hand-made test suite" in data["notes"]
 
 
 def test_figures_in_three_formats_with_the_tiny_mark_only(tmp_path: Path) -> None:
@@ -167,7 +167,7 @@ def test_suite_notes_are_notes_and_the_summary_ends_with_the_report(tmp_path: Pa
     printed = capsys.readouterr().out.rstrip("\n").split("\n")
     assert printed[0].startswith("Model") and "PickScore ↑" in printed[0]
     assert any(line.startswith("GLIGEN") and "[" in line for line in printed)  # intervals shown
-    assert "note: suite note: hand-made test suite" in printed
+    assert "note: suite: hand-made test suite" in printed
     assert printed[-1].startswith(f"report: {run / 'report' / 'index.html'}")
     markdown = (run / "report" / "table.md").read_text(encoding="utf-8")
-    assert "WARNING" not in markdown and "- suite note: hand-made test suite" in markdown
+    assert "WARNING" not in markdown and "- suite: hand-made test suite" in markdown

@@ -124,8 +124,9 @@ def build_report(run_dir: str | Path, *, reference_csv: str | Path | None = None
         report.reference = reference.compare_with_reference(summary, run.metrics,
                                                             reference.read_reference(reference_csv))
     if others:
-        report.deltas, differences = _compare_runs(report, others)
-        report.verdict = gate.evaluate(report.deltas, run.metrics, gate_options or gate.GateOptions(),
+        gate_options = gate_options or gate.GateOptions()
+        report.deltas, differences = _compare_runs(report, others, gate_options)
+        report.verdict = gate.evaluate(report.deltas, run.metrics, gate_options,
                                        confidence=options.confidence, others=list(differences),
                                        configurations=differences, warnings=report.warnings)
     return report
@@ -151,7 +152,8 @@ def coverage_warnings(summary: pd.DataFrame) -> list[str]:
     return found
 
 
-def _compare_runs(report: Report, others: Sequence[str | Path]) -> tuple[pd.DataFrame, dict[str, dict]]:
+def _compare_runs(report: Report, others: Sequence[str | Path],
+                  gate_options: gate.GateOptions) -> tuple[pd.DataFrame, dict[str, dict]]:
     """The delta table against every other run, and per other run the labels that name
     another configuration there (with what differs)."""
     import pandas as pd
@@ -164,7 +166,9 @@ def _compare_runs(report: Report, others: Sequence[str | Path]) -> tuple[pd.Data
         report.warnings += compare.comparability_warnings(report.run, other)
         changed = compare.configuration_differences(report.run, other)
         report.warnings += [f"run {other.name}: generator label {label!r} names another configuration there "
-                            f"({'; '.join(what)}); its deltas are shown, not gated (--gate-changed gates them)"
+                            f"({'; '.join(what)}); " + ("gated, as --gate-changed asks"
+                                                        if gate.ALL in gate_options.changed or label in gate_options.changed
+                                                        else "its deltas are shown, not gated (--gate-changed gates them)")
                             for label, what in changed.items()]
         differences[other.name] = changed
         comparable = compare.comparable_metrics(report.run, other)
@@ -284,7 +288,7 @@ def _ci_note(report: Report) -> str:
 def notes_of(run: Run, suite_notes: Sequence[str] = ()) -> list[str]:
     """What a reader must know that is not a warning: the suite's notes, adaptations,
     prompt truncation."""
-    notes = [f"suite note: {n}" for n in dict.fromkeys([*run.suite.notes, *suite_notes])]
+    notes = [f"suite: {n}" for n in dict.fromkeys([*run.suite.notes, *suite_notes])]
     for generator, lines in (run.manifest.get("adapt_notes") or {}).items():
         notes += [f"{generator}: {line}" for line in lines]
     return notes + truncation_notes(run)
