@@ -87,7 +87,7 @@ def parse_names(text: str | None, known: Iterable[str], *, option: str) -> dict[
     known = list(known)
     names: dict[str, str] = {}
     for item in split_list(text):
-        label, sep, name = _split_name(item)
+        label, sep, name = split_name(item)
         if not sep or not label or not name.strip():
             raise InputError(f"{item!r} is not label=display name", field=option)
         if label not in known:
@@ -99,7 +99,7 @@ def parse_names(text: str | None, known: Iterable[str], *, option: str) -> dict[
     return names
 
 
-def _split_name(item: str) -> tuple[str, str, str]:
+def split_name(item: str) -> tuple[str, str, str]:
     """Split at the first '=' outside brackets: 'vlm_success[judge=x]=Qwen' -> label, '=', 'Qwen'."""
     depth = 0
     for i, char in enumerate(item):

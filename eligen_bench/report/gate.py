@@ -59,12 +59,12 @@ class GateOptions:
 
 def parse_margins(text: str | None, metrics: Mapping[str, MetricInfo]) -> dict[str, float]:
     """`miou=1.0,pickscore=0.05` -> {key: margin}; a key is a metric label or registered name."""
-    from eligen_bench.configurations import _split_name
+    from eligen_bench.configurations import split_name
     from eligen_bench.specs import split_list
 
     margins: dict[str, float] = {}
     for item in split_list(text or ""):
-        key, sep, value = _split_name(item)
+        key, sep, value = split_name(item)
         if not sep:
             raise InputError(f"{item!r} is not metric=margin", field="--margin")
         _check_metric_key(key, metrics, "--margin")

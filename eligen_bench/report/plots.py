@@ -50,8 +50,13 @@ def render(figure, extension: str) -> bytes:  # noqa: ANN001 - a matplotlib Figu
     return buffer.getvalue()
 
 
+def text(value: str) -> str:
+    """A label as matplotlib shows it literally: a '$' would start math mode."""
+    return str(value).replace("$", r"\$")
+
+
 def _ylabel(info: MetricInfo, name: str) -> str:
-    return f"{name}{' (%)' if info.scale == 100 and '%' not in name else ''} {info.arrow}"
+    return text(f"{name}{' (%)' if info.scale == 100 and '%' not in name else ''} {info.arrow}")
 
 
 def bar_chart(summary: pd.DataFrame, info: MetricInfo, generators: Sequence[str], *, mark: str = "",
@@ -67,10 +72,10 @@ def bar_chart(summary: pd.DataFrame, info: MetricInfo, generators: Sequence[str]
     positions = list(range(len(generators)))
     axes.bar(positions, [m if math.isfinite(m) else 0.0 for m in means], yerr=errors, capsize=4,
              color="#4c72b0")
-    axes.set_xticks(positions, list(names or generators), rotation=20, ha="right")
+    axes.set_xticks(positions, [text(n) for n in names or generators], rotation=20, ha="right")
     name = title or info.label
     axes.set_ylabel(_ylabel(info, name))
-    axes.set_title(f"{name} ({confidence:.0%} bootstrap CI over layouts)", fontsize=9)
+    axes.set_title(text(f"{name} ({confidence:.0%} bootstrap CI over layouts)"), fontsize=9)
     figure.tight_layout(rect=(0, 0.03 if mark else 0, 1, 1))
     return figure
 
@@ -84,14 +89,14 @@ def entity_count_chart(breakdown: pd.DataFrame, info: MetricInfo, generators: Se
     for generator, shown in zip(generators, names or generators, strict=True):
         line = rows[rows["generator"] == generator].sort_values("n_entities")
         if len(line):
-            axes.plot(line["n_entities"], line["mean"], marker="o", label=shown)
+            axes.plot(line["n_entities"], line["mean"], marker="o", label=text(shown))
     from matplotlib.ticker import MaxNLocator
 
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("entities in the layout")
     name = title or info.label
     axes.set_ylabel(_ylabel(info, name))
-    axes.set_title(f"{name} by number of entities", fontsize=9)
+    axes.set_title(text(f"{name} by number of entities"), fontsize=9)
     if len(rows):
         axes.legend(fontsize=7)
     figure.tight_layout(rect=(0, 0.03 if mark else 0, 1, 1))
