@@ -109,9 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="write the report of a run folder")
     _add_run_folder(report)
-    report.add_argument("--generators", dest="rows", default=None,
+    report.add_argument("--generators", dest="report_generators", default=None,
                         help="generator labels: the table's rows, in this order (default: the run's order)")
-    report.add_argument("--metrics", dest="columns", default=None,
+    report.add_argument("--metrics", dest="report_metrics", default=None,
                         help="metric labels: the table's columns, in this order (default: the run's order)")
     report.add_argument("--generator-names", dest="report_generator_names", default=None,
                         help="display names for this report: 'label=EliGen (ours),...' (default: the run's)")
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
-    from eligen_bench.report.site import command
+    from eligen_bench.report.site_page import command
 
     return command(args)
 

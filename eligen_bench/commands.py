@@ -9,6 +9,7 @@ from typing import Any
 
 from eligen_bench import registry
 from eligen_bench.api.metric import Metric, ModelCache, ScoreItem
+from eligen_bench.config import RunConfig
 from eligen_bench.configurations import generator_record, generator_title, ordered, parse_names
 from eligen_bench.errors import InputError
 from eligen_bench.executors.base import Executor
@@ -36,60 +37,63 @@ log = logging.getLogger("eligen_bench")
 
 # run / generate ----------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
-    shard = parse_shard(args.shard)
-    plans, suite, run_dir = _prepare_generation(args)
-    metrics = _make_metrics(args.metrics, profile=args.profile, device=args.device,
-                            batch_size=args.metric_batch_size)
-    parse_names(args.metric_names, metrics, option="--metric-names")
-    check_gate_args(args)
-    gate_options(args, metrics, [p.label for p in plans])
-    report_options(args)
+    config = RunConfig.from_args(args)
+    shard = parse_shard(config.executor.shard)
+    plans, suite, run_dir = _prepare_generation(config)
+    metrics = _make_metrics(config.metrics, profile=config.profile, device=config.device,
+                            batch_size=config.metric_batch_size)
+    metric_names = parse_names(config.metric_names, metrics, option="--metric-names")
+    check_gate_args(config)
+    gate_options(config, metrics, [p.label for p in plans])
+    report_options(config)
     existing = run_dir.read_manifest()
     check_metric_keys(metrics, existing["config"].get("metrics", {}) if existing else {})
-    if args.dry_run:
+    if config.dry_run:
         _print_plan(run_dir, suite, plans, metrics)
         return 0
-    executor = make_executor(args)
-    _generate(args, plans, suite, run_dir, executor, shard)
+    executor = make_executor(config.executor)
+    _generate(config, plans, suite, run_dir, executor, shard)
     if shard is not None:
         wait_for_images(run_dir)  # the other shards' images: every metric shard needs all
-    _score(run_dir, metrics, shard_size=args.shard_size, progress=not args.no_progress, executor=executor,
-           shard=shard, names=parse_names(args.metric_names, metrics, option="--metric-names"))
+    _score(run_dir, metrics, shard_size=config.shard_size, progress=config.progress, executor=executor,
+           shard=shard, names=metric_names)
     with run_dir.locked():
         if shard is not None and not run_status(run_dir).complete:
             log.info("shard %s done; the last shard to finish writes the report (`eligen-bench status %s`)",
                      shard, run_dir.root)
             return 0
-        return _report(run_dir, args)
+        return _report(run_dir, config)
 
 
 def generate(args: argparse.Namespace) -> int:
-    shard = parse_shard(args.shard)
-    plans, suite, run_dir = _prepare_generation(args)
-    if args.dry_run:
+    config = RunConfig.from_args(args)
+    shard = parse_shard(config.executor.shard)
+    plans, suite, run_dir = _prepare_generation(config)
+    if config.dry_run:
         _print_plan(run_dir, suite, plans, {})
         return 0
-    _generate(args, plans, suite, run_dir, make_executor(args), shard)
+    _generate(config, plans, suite, run_dir, make_executor(config.executor), shard)
     return 0
 
 
-def _prepare_generation(args: argparse.Namespace) -> tuple[list[GenerationPlan], Suite, RunDir]:
+def _prepare_generation(config: RunConfig) -> tuple[list[GenerationPlan], Suite, RunDir]:
     """Check the folder and every input; nothing is written here."""
-    if args.seeds < 1:
-        raise InputError(f"must be at least 1, got {args.seeds}", field="--seeds")
-    if args.out is not None:
-        RunDir(args.out).check_owned()  # a user's folder is refused before anything is read
-    suite = resolve_suite(args.suite, download=not args.dry_run).subset(args.limit)
-    if args.sample is not None:
-        suite = suite.sample(args.sample, args.sample_seed)
-    specs = parse_specs(args.generators or _defaults("generator"), kind="generator")
+    if config.seeds < 1:
+        raise InputError(f"must be at least 1, got {config.seeds}", field="--seeds")
+    if config.out is not None:
+        RunDir(config.out).check_owned()  # a user's folder is refused before anything is read
+    suite = resolve_suite(config.suite, download=not config.dry_run).subset(config.limit)
+    if config.sample is not None:
+        suite = suite.sample(config.sample, config.sample_seed)
+    specs = parse_specs(config.generators or _defaults("generator"), kind="generator")
     if not specs:
         raise InputError("no generator given or registered", field="--generators")
-    parse_names(args.generator_names, [s.label for s in specs], option="--generator-names")
-    generators = {s.label: make_generator(s, profile=args.profile, device=args.device) for s in specs}
-    plans = plan_generation(suite, generators, args.seeds, args.base_seed)
-    out = args.out or Path("results") / "runs" / f"{suite.name}-{args.profile}"
-    if args.out is None:
+    parse_names(config.generator_names, [s.label for s in specs], option="--generator-names")
+    profile = config.profile or "full"
+    generators = {s.label: make_generator(s, profile=profile, device=config.device) for s in specs}
+    plans = plan_generation(suite, generators, config.seeds, config.base_seed)
+    out = config.out or Path("results") / "runs" / f"{suite.name}-{profile}"
+    if config.out is None:
         RunDir(out).check_owned()
     return plans, suite, RunDir(out)
 
@@ -100,24 +104,24 @@ def _defaults(kind: str) -> str:
                     if getattr(entry.load(), "in_default_run", True))
 
 
-def _generation_config(args: argparse.Namespace, suite: Suite, plans: list[GenerationPlan]) -> dict[str, Any]:
+def _generation_config(config: RunConfig, suite: Suite, plans: list[GenerationPlan]) -> dict[str, Any]:
     return {
         "suite": {k: v for k, v in suite.header().items() if k != "format"},
         "generators": {p.label: p.generator.identity() for p in plans},
-        "seeds": args.seeds,
-        "base_seed": args.base_seed,
-        "profile": args.profile,
+        "seeds": config.seeds,
+        "base_seed": config.base_seed,
+        "profile": config.profile,
     }
 
 
-def _generate(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suite, run_dir: RunDir,
+def _generate(config: RunConfig, plans: list[GenerationPlan], suite: Suite, run_dir: RunDir,
               executor: Executor, shard: Shard | None) -> None:
     """The manifest under the run's lock, then the images outside it (several processes may
     make a run's images at once), then where they were made, under the lock again."""
     with run_dir.locked():
-        _open_generation(args, plans, suite, run_dir)
+        _open_generation(config, plans, suite, run_dir)
     try:
-        summary = run_generation(run_dir, plans, batch_size=args.batch_size, progress=not args.no_progress,
+        summary = run_generation(run_dir, plans, batch_size=config.batch_size, progress=config.progress,
                                  executor=executor, shard=shard)
     finally:  # what the generators found so far (truncated prompts, load notes), even when the run stops
         with run_dir.locked():
@@ -130,29 +134,32 @@ def _generate(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suit
         log.info("%s: %d made, %d kept", label, counts["made"], counts["kept"])
 
 
-def _open_generation(args: argparse.Namespace, plans: list[GenerationPlan], suite: Suite, run_dir: RunDir) -> None:
+def _open_generation(config: RunConfig, plans: list[GenerationPlan], suite: Suite, run_dir: RunDir) -> None:
     from eligen_bench.tiny import TINY_WARNING
 
-    manifest = run_dir.open_for(_generation_config(args, suite, plans), allow_mixed=args.allow_mixed)
+    manifest = run_dir.open_for(_generation_config(config, suite, plans), allow_mixed=config.allow_mixed)
     if not run_dir.suite_path.exists() or read_suite(run_dir.suite_path).hash != suite.hash:
         suite.write(run_dir.suite_path)
-    manifest["profile"] = args.profile
-    manifest["seeds"] = seeds_for(suite, args.seeds, args.base_seed)
+    manifest["profile"] = config.profile
+    manifest["seeds"] = seeds_for(suite, config.seeds, config.base_seed)
     # Generators this command does not name stay in the run (see RunDir.open_for), with their notes.
     manifest["adapt_notes"] = {**manifest.get("adapt_notes", {}), **{p.label: p.notes for p in plans}}
     manifest["inputs"] = {r.layout.id: {"path": r.init_image, "sha256": r.init_image_sha256}
                           for plan in plans for r in plan.requests if r.init_image is not None}
     # A suite's notes are facts about its layouts, not warnings: the report reads them from suite.jsonl.
-    manifest["warnings"] = [TINY_WARNING] if args.profile == "tiny" else []
+    manifest["warnings"] = [TINY_WARNING] if config.profile == "tiny" else []
     manifest["references"] = {**manifest.get("references", {}),
                               **{p.label: p.generator.reference for p in plans}}
-    _record_configurations(manifest, plans, parse_names(args.generator_names, [p.label for p in plans],
+    _record_configurations(manifest, plans, parse_names(config.generator_names, [p.label for p in plans],
                                                         option="--generator-names"))
-    if args.sample is not None:
-        manifest["sample"] = {"layouts": len(suite.layouts), "seed": args.sample_seed, "by": "entity count",
+    if config.sample is not None:
+        manifest["sample"] = {"layouts": len(suite.layouts), "seed": config.sample_seed, "by": "entity count",
                               "rule": "proportional, largest remainders; smallest sha256(seed/layout id)"}
     else:
         manifest.pop("sample", None)
+    # Which entity text (short prompt or detailed description) each generator was given.
+    manifest["entity_text"] = {**manifest.get("entity_text", {}),
+                               **{p.label: p.generator.text_choice for p in plans}}
     run_dir.write_manifest(manifest)
 
 
@@ -178,15 +185,17 @@ def _record_load_notes(run_dir: RunDir, plans: list[GenerationPlan]) -> None:
 
 # score ---------------------------------------------------------------------------
 def score(args: argparse.Namespace) -> int:
-    run_dir = RunDir(args.out)
+    config = RunConfig.from_args(args)
+    run_dir = RunDir(config.out)
     manifest = run_dir.require_manifest()
-    profile = args.profile or manifest.get("profile", "full")
-    metrics = _make_metrics(args.metrics, profile=profile, device=args.device, batch_size=args.metric_batch_size)
-    names = parse_names(args.metric_names, metrics, option="--metric-names")
+    profile = config.profile or manifest.get("profile", "full")
+    metrics = _make_metrics(config.metrics, profile=profile, device=config.device,
+                            batch_size=config.metric_batch_size)
+    names = parse_names(config.metric_names, metrics, option="--metric-names")
     check_metric_keys(metrics, manifest["config"].get("metrics", {}))
-    shard = parse_shard(args.shard)
-    _score(run_dir, metrics, shard_size=args.shard_size, progress=not args.no_progress,
-           executor=make_executor(args), shard=shard, names=names)
+    shard = parse_shard(config.executor.shard)
+    _score(run_dir, metrics, shard_size=config.shard_size, progress=config.progress,
+           executor=make_executor(config.executor), shard=shard, names=names)
     return 0
 
 
@@ -260,13 +269,14 @@ def _metric_record(metric: Metric, shard_size: int) -> dict[str, Any]:
 
 # report ----------------------------------------------------------------------------
 def report(args: argparse.Namespace) -> int:
-    run_dir = RunDir(args.out)
+    config = RunConfig.from_args(args)
+    run_dir = RunDir(config.out)
     run_dir.require_manifest()
     with run_dir.locked():
-        return _report(run_dir, args)
+        return _report(run_dir, config)
 
 
-def _report(run_dir: RunDir, args: argparse.Namespace) -> int:
+def _report(run_dir: RunDir, config: RunConfig) -> int:
     """Write the report and print its summary; with --compare, the regression gate's delta table
     and verdict too. Exit 1 when --fail-on-regression finds a regression, 2 when it has nothing
     it could gate (the gate fails closed)."""
@@ -276,15 +286,15 @@ def _report(run_dir: RunDir, args: argparse.Namespace) -> int:
 
     if not run_dir.scores_path.exists():
         raise InputError("no scores.parquet: run `eligen-bench score` first", where=str(run_dir.root))
-    check_gate_args(args)
-    for other in args.compare:
+    check_gate_args(config)
+    for other in config.compare:
         RunDir(other).require_manifest()
-    config = run_dir.require_manifest()["config"]
-    report = build_report(run_dir.root, reference_csv=args.reference, others=args.compare,
-                          options=report_options(args),
-                          gate_options=gate_options(args, _recorded_metrics(config), list(config["generators"])))
+    recorded = run_dir.require_manifest()["config"]
+    report = build_report(run_dir.root, reference_csv=config.reference, others=list(config.compare),
+                          options=report_options(config),
+                          gate_options=gate_options(config, _recorded_metrics(recorded), list(recorded["generators"])))
     print_summary(report, save_report(report))
-    if not args.fail_on_regression:
+    if not config.fail_on_regression:
         return 0
     assert report.verdict is not None
     if report.verdict.verdict == UNCHECKED:
@@ -294,23 +304,23 @@ def _report(run_dir: RunDir, args: argparse.Namespace) -> int:
     return 1 if report.verdict.verdict == FAIL else 0
 
 
-def check_gate_args(args: argparse.Namespace) -> None:
+def check_gate_args(config: RunConfig) -> None:
     """The gate's options need a run to compare with."""
-    if args.fail_on_regression and not args.compare:
+    if config.fail_on_regression and not config.compare:
         raise InputError("needs a run to compare with (--compare RUN)", field="--fail-on-regression")
     for option in ("margin", "gate_metrics", "gate_changed"):
-        if getattr(args, option) and not args.compare:
+        if getattr(config, option) and not config.compare:
             raise InputError("needs a run to compare with (--compare RUN)", field="--" + option.replace("_", "-"))
 
 
-def _recorded_metrics(config: dict[str, Any]) -> dict[str, Any]:
+def _recorded_metrics(recorded: dict[str, Any]) -> dict[str, Any]:
     from eligen_bench.report.data import MetricInfo
 
     return {label: MetricInfo.from_config(label, record, where="manifest.json")
-            for label, record in (config.get("metrics") or {}).items()}
+            for label, record in (recorded.get("metrics") or {}).items()}
 
 
-def gate_options(args: argparse.Namespace, metrics: dict[str, Any], generators: list[str]) -> Any:
+def gate_options(config: RunConfig, metrics: dict[str, Any], generators: list[str]) -> Any:
     """`--margin`, `--gate-metrics` and `--gate-changed`, checked against the run's labels."""
     from eligen_bench.report.gate import (
         GateOptions,
@@ -319,21 +329,22 @@ def gate_options(args: argparse.Namespace, metrics: dict[str, Any], generators: 
         parse_margins,
     )
 
-    return GateOptions(margins=parse_margins(args.margin, metrics), metrics=parse_gate_metrics(args.gate_metrics, metrics),
-                       changed=parse_changed(args.gate_changed, generators), enforced=args.fail_on_regression)
+    return GateOptions(margins=parse_margins(config.margin, metrics),
+                       metrics=parse_gate_metrics(config.gate_metrics, metrics),
+                       changed=parse_changed(config.gate_changed, generators), enforced=config.fail_on_regression)
 
 
-def report_options(args: argparse.Namespace) -> Any:
+def report_options(config: RunConfig) -> Any:
     """How the tables look: intervals, LaTeX layout, figure formats, order and display names."""
     from eligen_bench.report import ReportOptions
     from eligen_bench.report.names import PresentationOptions
     from eligen_bench.specs import split_list
 
-    shown = PresentationOptions(generators=getattr(args, "rows", None), metrics=getattr(args, "columns", None),
-                                generator_names=getattr(args, "report_generator_names", None),
-                                metric_names=getattr(args, "report_metric_names", None))
-    return ReportOptions(intervals=args.intervals, latex_layout=args.latex_layout,
-                         plot_formats=tuple(split_list(args.plot_formats)), presentation=shown)
+    shown = PresentationOptions(generators=config.report_generators, metrics=config.report_metrics,
+                                generator_names=config.report_generator_names,
+                                metric_names=config.report_metric_names)
+    return ReportOptions(intervals=config.intervals, latex_layout=config.latex_layout,
+                         plot_formats=tuple(split_list(config.plot_formats)), presentation=shown)
 
 
 # status ------------------------------------------------------------------------------------
@@ -371,7 +382,8 @@ def _describe(kind: str, obj: Any) -> str:
         caps = obj.capabilities.to_dict()
         flags = [k for k in ("boxes", "masks", "inpainting") if caps[k]]
         limit = caps["max_entities"] if caps["max_entities"] is not None else "any"
-        return f"{'+'.join(flags) or 'text only'}; entities {limit}; {caps['resolution'][0]}x{caps['resolution'][1]}  {obj.description}"
+        return (f"{'+'.join(flags) or 'text only'}; entities {limit}; {caps['resolution'][0]}x{caps['resolution'][1]}; "
+                f"entity text: {obj.entity_text}  {obj.description}")
     if kind == "metric":
         direction = "higher is better" if obj.higher_is_better else "lower is better"
         return f"per {obj.level}; {direction}  {obj.description}"

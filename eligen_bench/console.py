@@ -98,19 +98,11 @@ def stage_bar(stage: str, total: int, kept: int, *, enabled: bool = True, unit: 
     return bar
 
 
-def text_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    """A plain-text table: columns padded to their widest cell."""
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-    return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
-
-
 def print_summary(report: Any, written: list[Any]) -> None:
     """The end of a report: the main table with its intervals, the notes, the regression gate's
     delta table and verdict when runs were compared, and last where the report is."""
     from eligen_bench.report.gate import table_lines
+    from eligen_bench.report.tables import text_table
     from eligen_bench.report.write import main_table
 
     intervals = "brackets" if report.options.intervals == "none" else report.options.intervals

@@ -148,21 +148,28 @@ def _rle_runs(counts: str) -> list[int] | None:
 
 @dataclass(frozen=True)
 class Entity:
-    """One controlled entity: what it is (prompt) and where it goes (bbox, optional mask)."""
+    """One controlled entity: what it is (prompt, optional description) and where it goes (bbox,
+    optional mask)."""
 
     prompt: str
-    """The entity's own prompt, e.g. 'a red umbrella'."""
+    """The entity's own short prompt, e.g. 'a red umbrella' (LayoutSAM-Eval: the region caption)."""
     bbox: tuple[float, float, float, float]
     """Normalised xyxy box, 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1."""
     mask: Mask | None = None
     """Optional arbitrary-shape region of the layout's size; the box encloses it."""
     category: str | None = None
     """Optional COCO class name, used by the detector metrics."""
+    description: str | None = None
+    """Optional detailed caption of the entity (LayoutSAM-Eval: the detail region caption): the
+    text of generators whose reference feeds detailed captions, and of the attribute questions
+    of the LayoutSAM-Eval judge. Absent from a layout's JSON when None, so suites without
+    descriptions keep their content hash."""
 
     def __post_init__(self) -> None:
         check_text(self.prompt, where=None, what="prompt")
         object.__setattr__(self, "bbox", _check_bbox(self.bbox))
         check_text(self.category, where=None, what="category", optional=True)
+        check_text(self.description, where=None, what="description", optional=True)
 
     def region(self, height: int, width: int) -> np.ndarray:
         """The entity's region as a bool (height, width) array: its mask if it has one, else its box.
@@ -193,6 +200,8 @@ class Entity:
             data["mask"] = self.mask.to_dict()
         if self.category is not None:
             data["category"] = self.category
+        if self.description is not None:
+            data["description"] = self.description
         return data
 
 
@@ -378,7 +387,7 @@ def _entity_from_dict(raw: Any, *, where: str, index: int) -> Entity:
     prefix = f"entities[{index}]"
     if not isinstance(raw, Mapping):
         raise InputError("expected a JSON object", where=where, field=prefix)
-    unknown = set(raw) - {"prompt", "bbox", "mask", "category"}
+    unknown = set(raw) - {"prompt", "bbox", "mask", "category", "description"}
     if unknown:
         raise InputError(f"unknown field(s) {sorted(unknown)}", where=where, field=prefix)
     for key in ("prompt", "bbox"):
@@ -389,7 +398,8 @@ def _entity_from_dict(raw: Any, *, where: str, index: int) -> Entity:
     except InputError as exc:
         raise InputError(exc.message, where=where, field=f"{prefix}.mask") from None
     try:
-        return Entity(prompt=raw["prompt"], bbox=raw["bbox"], mask=mask, category=raw.get("category"))
+        return Entity(prompt=raw["prompt"], bbox=raw["bbox"], mask=mask, category=raw.get("category"),
+                      description=raw.get("description"))
     except InputError as exc:
         raise InputError(exc.message, where=where, field=f"{prefix}.{exc.field}") from None
 
@@ -397,6 +407,7 @@ def _entity_from_dict(raw: Any, *, where: str, index: int) -> Entity:
 _STAND_IN = {"id": "x", "prompt": "x"}
 """A valid layout that one field at a time is put into, to find every problem of a line."""
 _STAND_IN_ENTITY = {"prompt": "x", "bbox": [0.0, 0.0, 1.0, 1.0]}
+_ENTITY_FIELDS = ("prompt", "bbox", "mask", "category", "description")
 
 
 def layout_problems(data: Any, *, where: str) -> list[InputError]:
@@ -446,10 +457,10 @@ def _entity_problems(raw: Any, index: int, size: dict | None, here: str) -> list
         return [InputError("expected a JSON object", where=here, field=prefix)]
     problems = [InputError("missing required field", where=here, field=f"{prefix}.{key}")
                 for key in ("prompt", "bbox") if key not in raw]
-    unknown = set(raw) - {"prompt", "bbox", "mask", "category"}
+    unknown = set(raw) - set(_ENTITY_FIELDS)
     if unknown:
         problems.append(InputError(f"unknown field(s) {sorted(unknown)}", where=here, field=prefix))
-    for key in ("prompt", "bbox", "mask", "category"):
+    for key in _ENTITY_FIELDS:
         if key in raw and (key != "mask" or size is not None):
             entity = {**_STAND_IN_ENTITY, key: raw[key]}
             for p in _first_problem({**_STAND_IN, **(size or {}), "entities": [entity]}, here):

@@ -265,7 +265,8 @@ def test_reference_column_mapping() -> None:
     assert reference_column(info("judge_b", "vlm_success", judge="THUDM/cogvlm2-llama3-chat-19B")) == "success_cogvlm2"
     assert reference_column(info("vlm_success[judge=llava]", "vlm_success")) is None
     assert reference_column(info("clip_global", "clip_global")) == "clip_global"
-    assert reference_column(info("pickscore", "pickscore")) is None
+    assert reference_column(info("pickscore", "pickscore")) == "pickscore"
+    assert reference_column(info("color", "layoutsam_color")) == "layoutsam_color"
 
 
 def test_comparison_warns_on_mismatched_metric_keys_and_reports_deltas(tmp_path: Path) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
 from datetime import datetime, timezone
 
 from eligen_bench.atomic import atomic_write_text
+from eligen_bench.config import ExecutorConfig
 from eligen_bench.errors import InputError
 from eligen_bench.executors.base import Executor
 from eligen_bench.executors.shard import Shard
@@ -19,21 +19,20 @@ EXECUTORS = ("local", "ray")
 POLL_SECONDS = 2.0
 
 
-def make_executor(args: argparse.Namespace) -> Executor:
+def make_executor(config: ExecutorConfig) -> Executor:
     """The executor the command asks for; Ray is imported (and connected) only for `ray`,
     before anything is written, so a bad address or a missing Ray loses nothing."""
-    name = getattr(args, "executor", "local")
-    if name == "local":
-        if getattr(args, "address", None):
+    if config.name == "local":
+        if config.address:
             raise InputError("only applies with --executor ray", field="--address")
         from eligen_bench.executors.local import LocalExecutor
 
-        return LocalExecutor(device=args.device)
-    if name == "ray":
+        return LocalExecutor(device=config.device)
+    if config.name == "ray":
         from eligen_bench.executors.ray import RayExecutor
 
-        return RayExecutor(address=args.address, workers=args.workers, gpus_per_worker=args.gpus_per_worker)
-    raise InputError(f"unknown executor {name!r}; choose one of {EXECUTORS}", field="--executor")
+        return RayExecutor(address=config.address, workers=config.workers, gpus_per_worker=config.gpus_per_worker)
+    raise InputError(f"unknown executor {config.name!r}; choose one of {EXECUTORS}", field="--executor")
 
 
 def record_execution(run: RunDir, command: str, executor: Executor, shard: Shard | None) -> None:

@@ -269,7 +269,7 @@ def _interval(interval: Sequence[float | None], decimals: int) -> str:
 
 def table_lines(verdict: Verdict, decimals: int = 2) -> list[str]:
     """The delta table in plain text, one block per compared run, then the verdict line."""
-    from eligen_bench.console import text_table
+    from eligen_bench.report.tables import text_table
 
     lines: list[str] = []
     level = f"{verdict.confidence:.0%}"

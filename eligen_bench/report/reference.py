@@ -1,8 +1,10 @@
-"""Comparison with published numbers (EliGen paper, Table 1).
+"""Comparison with published numbers (EliGen paper, Table 1; ContextGen, Table 2).
 
 The only place that maps our generator names and metric labels onto the rows and columns of
-a reference CSV (`results/reference/eligen_table1.csv`: a `model` column, one column per
-metric, values in the paper's units). Names that cannot be mapped are simply not compared.
+a reference CSV (`results/reference/eligen_table1.csv`, `contextgen_table2_layoutsam.csv`: a
+`model` column, one column per metric, values in the paper's units). Model names match when
+they agree in letters and digits ('Instance Diffusion' = 'InstanceDiffusion'). Names that cannot
+be mapped are simply not compared.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ REFERENCE_METRICS: dict[tuple[str, str | None], str] = {
     ("clip_entity", None): "clip_entity",
     ("clip_global", None): "clip_global",
     ("aesthetic", None): "aesthetic",
+    ("pickscore", None): "pickscore",
+    ("layoutsam_spatial", None): "layoutsam_spatial",
+    ("layoutsam_color", None): "layoutsam_color",
+    ("layoutsam_texture", None): "layoutsam_texture",
+    ("layoutsam_shape", None): "layoutsam_shape",
 }
 """(registered metric name, VLM judge family or None) -> the reference CSV's column."""
 
@@ -100,8 +107,9 @@ def compare_with_reference(summary: pd.DataFrame, metrics: dict[str, MetricInfo]
     import pandas as pd
 
     records = []
+    by_name = {_normal(str(name)): name for name in reference.index}
     for row in summary.itertuples(index=False):
-        model = REFERENCE_MODELS.get(row.generator)
+        model = by_name.get(_normal(REFERENCE_MODELS.get(row.generator, "")))
         column = reference_column(metrics[row.metric]) if row.metric in metrics else None
         if model is None or column is None or model not in reference.index or column not in reference.columns:
             continue

@@ -271,22 +271,3 @@ def build_leaderboard(patterns: Sequence[str], *, bootstrap: stats.BootstrapOpti
         build_rows(group, bootstrap or stats.BootstrapOptions())
         notes += group.notes
     return Leaderboard(groups, notes, skipped)
-
-
-def command(args: Any) -> int:
-    """`eligen-bench leaderboard RUN_OR_GLOB... --out DIR`: build, say what was set apart, write."""
-    from eligen_bench.report.site_page import write_site
-
-    if args.layouts_per_bucket < 0:
-        raise InputError(f"must be at least 0, got {args.layouts_per_bucket}", field="--layouts-per-bucket")
-    if args.bootstrap_resamples < 1:
-        raise InputError(f"must be at least 1, got {args.bootstrap_resamples}", field="--bootstrap-resamples")
-    board = build_leaderboard(args.runs, bootstrap=stats.BootstrapOptions(resamples=args.bootstrap_resamples))
-    for note in [*board.skipped, *board.notes]:
-        print(f"set apart: {note}")
-    write_site(board, args.out, per_bucket=args.layouts_per_bucket)
-    rows = sum(1 for g in board.groups for r in g.rows if r["bucket"] == ALL)
-    runs = sum(len(g.runs) for g in board.groups)
-    print(f"leaderboard: {runs} run(s), {rows} row(s) in {len(board.groups)} group(s)")
-    print(f"wrote {args.out / 'index.html'} and {args.out / 'leaderboard.json'}")
-    return 0

@@ -1,4 +1,4 @@
-"""The files of the leaderboard site: index.html, leaderboard.json, provenance pages, images.
+"""The files of the leaderboard site (index.html, leaderboard.json, provenance pages, images) and its command.
 
 The page works from the file system and offline: no server, no CDN; one small script of our
 own sorts a table by a click on its header and filters rows by entity-count bucket. Data
@@ -18,6 +18,7 @@ from eligen_bench.configurations import public_value
 from eligen_bench.errors import InputError
 from eligen_bench.escape import html_text, url_path
 from eligen_bench.report import leaderboard as run_page
+from eligen_bench.report import stats
 from eligen_bench.report.configuration import configuration, configuration_text
 from eligen_bench.report.data import Run
 from eligen_bench.report.site import (
@@ -28,6 +29,7 @@ from eligen_bench.report.site import (
     Group,
     Leaderboard,
     bucket_of,
+    build_leaderboard,
     value_fields,
 )
 
@@ -305,3 +307,20 @@ def comparison_table(group: Group, per_bucket: int) -> str:
         bucket = html_text(bucket_of(len(layout.entities)))
         rows.append(f'<tr class="cmp" data-bucket="{bucket}">{"".join(cells)}</tr>')
     return f'<table class="grid"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def command(args: Any) -> int:
+    """`eligen-bench leaderboard RUN_OR_GLOB... --out DIR`: build, say what was set apart, write."""
+    if args.layouts_per_bucket < 0:
+        raise InputError(f"must be at least 0, got {args.layouts_per_bucket}", field="--layouts-per-bucket")
+    if args.bootstrap_resamples < 1:
+        raise InputError(f"must be at least 1, got {args.bootstrap_resamples}", field="--bootstrap-resamples")
+    board = build_leaderboard(args.runs, bootstrap=stats.BootstrapOptions(resamples=args.bootstrap_resamples))
+    for note in [*board.skipped, *board.notes]:  # what was no run folder: said here, never on the page
+        print(f"set apart: {note}")
+    write_site(board, args.out, per_bucket=args.layouts_per_bucket)
+    rows = sum(1 for g in board.groups for r in g.rows if r["bucket"] == ALL)
+    runs = sum(len(g.runs) for g in board.groups)
+    print(f"leaderboard: {runs} run(s), {rows} row(s) in {len(board.groups)} group(s)")
+    print(f"wrote {args.out / 'index.html'} and {args.out / 'leaderboard.json'}")
+    return 0

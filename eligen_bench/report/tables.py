@@ -250,3 +250,12 @@ def win_rate_table(wins: pd.DataFrame, label: str, generators: Sequence[str], *,
                      "EliGen paper's Table 2 caption names its values win rates; its text describes a "
                      "preference probability.")
     return Table(corner, [names.generator(g) if names else g for g in generators], body, notes)
+
+
+def text_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """A plain-text table: columns padded to their widest cell."""
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+    return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]

@@ -141,13 +141,9 @@ def batches(requests: Sequence[GenerationRequest], batch_size: int) -> list[list
 
 
 def run_generation(run: RunDir, plans: list[GenerationPlan], batch_size: int = 1, progress: bool = True,
-                   executor: Executor | None = None,
-                   shard: Shard | None = None) -> dict[str, dict[str, int]]:
+                   *, executor: Executor, shard: Shard | None = None) -> dict[str, dict[str, int]]:
     """Make the missing images (of this shard), under one progress bar; returns {label: {'made': n, 'kept': m}}."""
     from eligen_bench import console
-    from eligen_bench.executors.local import LocalExecutor
-
-    executor = executor or LocalExecutor()
     mine = {plan.label: [r for r in plan.requests if shard is None or shard.owns(item_name(plan.label, r))]
             for plan in plans}
     pending = {label: [r for r in requests if not is_made(run, label, r)] for label, requests in mine.items()}

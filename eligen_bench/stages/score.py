@@ -137,13 +137,10 @@ def score_shard(run: RunDir, label: str, metric: Metric, path: Path, chunk: Sequ
 
 
 def run_scoring(run: RunDir, metrics: Mapping[str, Metric], items: Mapping[str, list[ScoreItem]],
-                shard_size: int = 16, progress: bool = True, executor: Executor | None = None,
+                shard_size: int = 16, progress: bool = True, *, executor: Executor,
                 shard: Shard | None = None) -> None:
     """Score what is not scored yet (of this shard), one shard file per work item, under one progress bar."""
     from eligen_bench import console
-    from eligen_bench.executors.local import LocalExecutor
-
-    executor = executor or LocalExecutor()
     mine = {label: [(path, chunk) for path, chunk in shard_plan(run, metric.key, items, shard_size)
                     if shard is None or shard.owns(path.stem)] for label, metric in metrics.items()}
     total = sum(len(chunk) for plan in mine.values() for _, chunk in plan)

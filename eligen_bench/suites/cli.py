@@ -1,4 +1,4 @@
-"""`eligen-bench suite build coco|mig-bench`: build a suite file from its published sources."""
+"""`eligen-bench suite build coco|mig-bench|layoutsam`: build a suite file from its published sources."""
 
 from __future__ import annotations
 
@@ -52,6 +52,23 @@ def add_build_parser(subparsers: argparse._SubParsersAction) -> None:
     mig.add_argument("--out", type=Path, required=True, help="suite file to write (.jsonl)")
     mig.add_argument("--size", type=int, default=512, help="layout width and height in pixels (512)")
     mig.set_defaults(func=build_mig_bench_command)
+
+    lsam = subparsers.add_parser(
+        "layoutsam",
+        help="LayoutSAM-Eval (CreatiLayout): 5,000 open-set layouts with region and detail captions",
+        description="Build the LayoutSAM-Eval suite from the hub dataset HuiZhang0812/LayoutSAM-eval "
+                    "(split test, pinned commit), or ContextGen's 1K subset of it.",
+    )
+    lsam.add_argument("--dir", type=Path, help="folder with the test-NNNNN-of-00012.parquet files (or a "
+                      "data/ folder of them; a SHA256SUMS from a verified download is checked) (default: "
+                      "download them from the hub to the cache, 5.6 GB)")
+    lsam.add_argument("--preset", choices=("full", "contextgen-1k"), default="full",
+                      help="full: all 5,000 records; contextgen-1k: the rows of ContextGen's layoutsam_sampled.json")
+    lsam.add_argument("--contextgen-pack", type=Path, help="ContextGen's layoutsam_reference_pack.tar.gz "
+                      "(checked against its pinned sha256) or the layoutsam_sampled.json from it "
+                      "(default: download the pack to the cache, 278 MB)")
+    lsam.add_argument("--out", type=Path, required=True, help="suite file to write (.jsonl)")
+    lsam.set_defaults(func=build_layoutsam_command)
 
 
 def coco_options(args: argparse.Namespace):
@@ -107,6 +124,16 @@ def build_mig_bench_command(args: argparse.Namespace) -> int:
 
     directory = args.dir if args.dir is not None else download_mig_bench()
     suite = load_mig_bench(directory, width=args.size, height=args.size)
+    suite.write(args.out)
+    _report(suite, args.out)
+    return 0
+
+
+def build_layoutsam_command(args: argparse.Namespace) -> int:
+    from eligen_bench.suites.layoutsam import build_layoutsam_suite, download_layoutsam_eval
+
+    directory = args.dir if args.dir is not None else download_layoutsam_eval()
+    suite = build_layoutsam_suite(directory, args.preset, args.contextgen_pack)
     suite.write(args.out)
     _report(suite, args.out)
     return 0
