@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from eligen_bench import console
+from eligen_bench import __version__, console
 from eligen_bench.arguments import (
     MAX_BATCH,
     MAX_GPUS_PER_WORKER,
@@ -42,13 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # bad options (exit 2) or --help (exit 0)
+    except SystemExit as exc:  # bad options (exit 2), --help or --version (exit 0)
         return exc.code if isinstance(exc.code, int) else 2
     console.configure(args.verbose)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
     try:
+        _one_run_folder(args)
         return int(args.func(args) or 0)
     except (InputError, PluginError, WorkerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -64,6 +65,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _one_run_folder(args: argparse.Namespace) -> None:
+    """`status RUN` and `status --out RUN` (and so for score and report) name the same folder."""
+    if not hasattr(args, "run_folder"):
+        return
+    given, option = args.run_folder, args.out
+    if given is not None and option is not None and Path(given) != Path(option):
+        raise InputError(f"two run folders given: {given} and --out {option}; give one", field="--out")
+    args.out = option if option is not None else given
+    if args.out is None:
+        raise InputError("name the run folder: RUN or --out RUN", field="RUN")
+    args.run = args.out
+
+
+def _add_run_folder(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_folder", nargs="?", type=Path, metavar="RUN", help="the run folder (or --out RUN)")
+    parser.add_argument("--out", type=Path, default=None, help="the run folder (or give it as RUN)")
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Bad options give one line naming the option (not the whole usage), and exit 2."""
 
@@ -75,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     from eligen_bench import commands
 
     parser = OneLineParser(prog="eligen-bench", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"eligen-bench {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="show the details: the project's INFO log and the model libraries' own output "
                         "(-vv: debug)")
@@ -94,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.set_defaults(func=commands.generate)
 
     score = sub.add_parser("score", help="score the images of a run folder")
-    score.add_argument("--out", required=True, type=Path, help="the run folder")
+    _add_run_folder(score)
     _add_metric_args(score)
     score.add_argument("--profile", choices=("full", "tiny"), default=None,
                        help="model profile of the metrics (default: the run's)")
@@ -104,12 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
     score.set_defaults(func=commands.score)
 
     status = sub.add_parser("status", help="say what a run folder still lacks, per generator and metric")
-    status.add_argument("run", type=Path, help="the run folder")
+    _add_run_folder(status)
     status.add_argument("--all", action="store_true", help="name every missing item, not the first few")
     status.set_defaults(func=commands.status)
 
     report = sub.add_parser("report", help="write the report of a run folder")
-    report.add_argument("--out", required=True, type=Path, help="the run folder")
+    _add_run_folder(report)
+    report.add_argument("--generators", dest="report_generators", default=None,
+                        help="generator labels: the table's rows, in this order (default: the run's order)")
+    report.add_argument("--metrics", dest="report_metrics", default=None,
+                        help="metric labels: the table's columns, in this order (default: the run's order)")
+    report.add_argument("--generator-names", dest="report_generator_names", default=None,
+                        help="display names for this report: 'label=EliGen (ours),...' (default: the run's)")
+    report.add_argument("--metric-names", dest="report_metric_names", default=None,
+                        help="display names for this report: 'miou=mIoU,...' (default: the run's)")
     _add_report_args(report)
     report.set_defaults(func=commands.report)
 
@@ -192,7 +220,13 @@ def _add_generation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: results/runs/<suite>-<profile>)")
     parser.add_argument("--profile", choices=("full", "tiny"), default="full",
                         help="'tiny' swaps every model for a tiny random one (offline, CPU, meaningless numbers)")
-    parser.add_argument("--limit", type=int_range(1, MAX_LIMIT), default=None, help="only the first N layouts (N >= 1)")
+    subset = parser.add_mutually_exclusive_group()
+    subset.add_argument("--limit", type=int_range(1, MAX_LIMIT), default=None, help="only the first N layouts (N >= 1)")
+    subset.add_argument("--sample", type=int_range(1, MAX_LIMIT), default=None,
+                        help="N layouts drawn across entity counts, each count in proportion (seeded, recorded)")
+    parser.add_argument("--sample-seed", type=int_range(0, MAX_SEED), default=0, help="seed of --sample (default 0)")
+    parser.add_argument("--generator-names", default=None,
+                        help="display names in tables: 'label=EliGen (ours),...' (default: each method's own)")
     parser.add_argument("--batch-size", type=int_range(1, MAX_BATCH), default=1,
                         help=f"images per generator call, 1 to {MAX_BATCH}")
     parser.add_argument("--device", type=device, default=None,
@@ -223,6 +257,8 @@ def _add_executor_args(parser: argparse.ArgumentParser) -> None:
 def _add_metric_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", default=None,
                         help="comma list of name or name[opt=value,...] (default: all registered)")
+    parser.add_argument("--metric-names", default=None,
+                        help="display names in tables: 'miou=mIoU,...' (default: each metric's own)")
     parser.add_argument("--metric-batch-size", type=int_range(1, MAX_BATCH), default=8,
                         help=f"images per metric call, 1 to {MAX_BATCH}")
     parser.add_argument("--shard-size", type=int_range(1, MAX_SHARD), default=16,
@@ -239,8 +275,20 @@ def _add_report_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", type=Path, action="append", default=[],
                         help="another run folder to compare with (regression test); repeatable")
     parser.add_argument("--fail-on-regression", action="store_true",
-                        help="exit 1 when a comparable metric is worse than in a --compare run and the "
-                        "95%% paired bootstrap interval of the difference excludes 0")
+                        help="exit 1 when a gated metric is worse than in a --compare run: the 95%% paired "
+                        "bootstrap interval of the difference lies below -margin (exit 2: nothing to gate)")
+    parser.add_argument("--margin", default=None,
+                        help="per metric label or name, in the table's units: a drop smaller than this never "
+                        "fails, e.g. 'miou=1.0,pickscore=0.05'")
+    parser.add_argument("--gate-metrics", default=None, help="metric labels or names the gate judges (default: all)")
+    parser.add_argument("--gate-changed", default=None,
+                        help="generator labels gated even where they name another configuration in the "
+                        "compared run ('all' for every label)")
+    parser.add_argument("--intervals", choices=("brackets", "pm", "none"), default="brackets",
+                        help="intervals in the tables: '[low, high]', '± half-width' or none")
+    parser.add_argument("--latex-layout", choices=("column", "wide"), default="column",
+                        help="table.tex as a one-column 'table' or a page-wide 'table*'")
+    parser.add_argument("--plot-formats", default="png,pdf,svg", help="figure formats (PNG always)")
 
 
 if __name__ == "__main__":
