@@ -121,7 +121,7 @@ def test_dry_run_never_touches_the_network(tmp_path: Path, monkeypatch, no_netwo
     if (MIG_DIR / mig_bench.PROMPTS_FILE).is_file():
         monkeypatch.setenv(mig_bench.DIR_ENV, str(MIG_DIR))
         assert main(command + ["--sample", "10"]) == 0
-        assert "suite: mig-bench v1, 10 layouts" in capsys.readouterr().out
+        assert "suite: mig-bench v2, 10 layouts" in capsys.readouterr().out
     # The full profile's plan (models named, nothing loaded) asks no server either.
     assert main(["run", "--suite", "mini", "--limit", "2", "--profile", "full", "--dry-run",
                  "--generators", "eligen,gligen", "--metrics", "miou,clip_entity", "--out",
