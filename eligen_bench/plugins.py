@@ -1,39 +1,15 @@
-"""Turn parsed specs into generator and metric objects (nothing is loaded yet)."""
+"""Turn parsed specs into generator and metric objects (nothing is loaded yet).
+
+Imports run one way: plugins -> worker -> registry; the worker process itself needs only the registry."""
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import Any
 
-from eligen_bench import registry
 from eligen_bench.errors import InputError
+from eligen_bench.registry import load_target, target_of
 from eligen_bench.specs import PluginSpec
-
-
-def load_target(name: str, *, kind: str) -> Any:
-    """A registered name, or a 'module:Class' target for plugins not (yet) packaged."""
-    if ":" not in name:
-        return registry.get(kind, name)
-    module_name, _, attribute = name.partition(":")
-    try:
-        obj: Any = import_module(module_name)
-        for part in attribute.split("."):
-            obj = getattr(obj, part)
-    except Exception as exc:  # whatever the module raises on import is the user's target's problem
-        raise InputError(f"cannot import {name!r} ({type(exc).__name__}: {exc})", field=kind) from None
-    problem = registry.kind_problem(kind, obj)
-    if problem:
-        raise InputError(f"{name!r} {problem}", field=kind)
-    return obj
-
-
-def target_of(name: str, *, kind: str) -> str:
-    if ":" in name:
-        return name
-    entries = registry.entries(kind)
-    if name not in entries:
-        registry.get(kind, name)  # raises the InputError listing known names
-    return entries[name].target
+from eligen_bench.worker import WorkerGenerator
 
 
 def make_generator(spec: PluginSpec, *, profile: str, device: str | None) -> Any:
@@ -44,8 +20,6 @@ def make_generator(spec: PluginSpec, *, profile: str, device: str | None) -> Any
                 for key, option in (("start_timeout", "worker_start_timeout"), ("timeout", "worker_timeout"))
                 if option in options}
     if python:
-        from eligen_bench.worker import WorkerGenerator
-
         return WorkerGenerator(python=str(python), target=target_of(spec.name, kind="generator"),
                                profile=profile, device=device, **timeouts, **options)
     if timeouts:

@@ -97,3 +97,29 @@ def generator_class(name: str) -> type:
 
 def metric_class(name: str) -> type:
     return get("metric", name)
+
+
+def load_target(name: str, *, kind: str) -> Any:
+    """A registered name, or a 'module:Class' target for plugins not (yet) packaged."""
+    if ":" not in name:
+        return get(kind, name)
+    module_name, _, attribute = name.partition(":")
+    try:
+        obj: Any = import_module(module_name)
+        for part in attribute.split("."):
+            obj = getattr(obj, part)
+    except Exception as exc:  # whatever the module raises on import is the user's target's problem
+        raise InputError(f"cannot import {name!r} ({type(exc).__name__}: {exc})", field=kind) from None
+    problem = kind_problem(kind, obj)
+    if problem:
+        raise InputError(f"{name!r} {problem}", field=kind)
+    return obj
+
+
+def target_of(name: str, *, kind: str) -> str:
+    if ":" in name:
+        return name
+    known = entries(kind)
+    if name not in known:
+        get(kind, name)  # raises the InputError listing known names
+    return known[name].target

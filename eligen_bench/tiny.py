@@ -77,3 +77,31 @@ def t5_tokenizer(model_max_length: int = 512) -> Any:
         eos_token="</s>",
         unk_token="<unk>",
     )
+
+
+QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+"""The Qwen2 special tokens the Qwen-Image chat template uses (padding is <|endoftext|>)."""
+
+
+def qwen_tokenizer(model_max_length: int = 32768) -> Any:
+    """A byte-level BPE with no merges plus Qwen's chat specials, as a transformers `Qwen2TokenizerFast`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import Qwen2TokenizerFast
+
+    vocab: dict[str, int] = {}
+    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):  # a set: fix the order
+        vocab.setdefault(symbol, len(vocab))
+    for special in QWEN_SPECIALS:
+        vocab[special] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    return Qwen2TokenizerFast(
+        tokenizer_object=backend,
+        model_max_length=model_max_length,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        additional_special_tokens=list(QWEN_SPECIALS[1:]),
+    )

@@ -6,7 +6,8 @@ needs only this package (without extras) and the method's code. The core never i
 
 Protocol (version 1): one JSON object per line. The worker's real stdout carries only
 protocol lines (anything the method prints goes to stderr).
-  worker -> {"protocol": 1, "type": "hello", "identity": {...}, "capabilities": {...}}
+  worker -> {"protocol": 1, "type": "hello", "identity": {...}, "capabilities": {...},
+             "entity_text": "prompt"|"description" (absent: "prompt")}
   client -> {"type": "generate", "id": n, "out_dir": str, "requests": [request, ...]}
   worker -> {"type": "result", "id": n, "images": [{"path": str, "sha256": str}, ...]}
             or {"type": "error", "id": n, "message": str}
@@ -26,10 +27,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from eligen_bench.api.generator import Capabilities, Generator
+from eligen_bench.api.generator import ENTITY_TEXTS, Capabilities, Generator
 from eligen_bench.errors import InputError, WorkerError
 from eligen_bench.hashing import file_sha256
 from eligen_bench.layout import Layout, short_repr
+from eligen_bench.registry import load_target
 from eligen_bench.requests import GenerationRequest
 from eligen_bench.worker_channel import Channel
 
@@ -88,6 +90,8 @@ class WorkerGenerator(Generator):
         hello = self._start(start_timeout)
         try:
             self._identity, self.capabilities = _read_hello(hello, self.target)
+            # The worker's generator chose its entity text; the client adapts layouts with it.
+            self.text_choice = _hello_entity_text(hello, self.target)
         except WorkerError:
             self._stop()
             raise
@@ -172,6 +176,13 @@ def _read_hello(hello: dict[str, Any], target: str) -> tuple[dict[str, Any], Cap
         raise WorkerError(f"worker {target} sent a bad hello ({exc})") from None
 
 
+def _hello_entity_text(hello: dict[str, Any], target: str) -> str:
+    text = hello.get("entity_text", "prompt")
+    if text not in ENTITY_TEXTS:
+        raise WorkerError(f"worker {target} sent a bad hello (entity_text {short_repr(text)})")
+    return str(text)
+
+
 def _read_images(reply: dict[str, Any], number: int, count: int, out_dir: Path, target: str) -> list[Image.Image]:
     """The images a result names, checked: as many as asked, inside out_dir, intact."""
     from PIL import Image
@@ -204,7 +215,7 @@ def serve(generator: Generator, inbox: IO[str], outbox: IO[str]) -> None:
 
     identity = generator.identity()
     send({"protocol": PROTOCOL, "type": "hello", "identity": identity,
-          "capabilities": generator.capabilities.to_dict()})
+          "capabilities": generator.capabilities.to_dict(), "entity_text": generator.text_choice})
     for line in inbox:
         try:
             message = json.loads(line)
@@ -242,7 +253,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     sys.stdout = sys.stderr
     try:
-        from eligen_bench.plugins import load_target
 
         cls = load_target(args.target, kind="generator")
         generator = cls(profile=args.profile, device=args.device, **json.loads(args.options))

@@ -12,6 +12,7 @@ from PIL import Image
 
 from eligen_bench.api.metric import ScoreItem
 from eligen_bench.errors import InputError
+from eligen_bench.executors.local import LocalExecutor
 from eligen_bench.layout import Entity, Layout
 from eligen_bench.metrics.vlm import judges as vj
 from eligen_bench.metrics.vlm.success import VlmSuccess, summarize
@@ -269,7 +270,8 @@ def test_the_scoring_stage_releases_each_metric_after_its_shards(tmp_path: Path)
 
     metric = VlmSuccess(profile="tiny", batch_size=3, device="cpu")
     injected = VlmSuccess(profile="tiny", device="cpu", model=FakeJudge({"a": "yes"}))
-    run_scoring(RunDir(tmp_path / "run"), {"a": metric, "b": injected}, {"g": _items(tmp_path)}, progress=False)
+    run_scoring(RunDir(tmp_path / "run"), {"a": metric, "b": injected}, {"g": _items(tmp_path)}, progress=False,
+                executor=LocalExecutor())
     assert metric.model is None and not any(k[0] == "vlm_judge" for k in metric.cache._models)
     assert injected.model is not None  # an injected model belongs to the caller
 

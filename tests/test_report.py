@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "results" / "reference" / "eligen_table1.csv"
 GENERATORS = ("eligen", "gligen", "migc")
 VLM = "vlm_success[judge=qwen2vl]"
-FAST = ReportOptions(bootstrap_resamples=200)
+FAST = ReportOptions(bootstrap_resamples=200, plot_formats=("png",))
 
 # Entity-level values per generator, per layout (L0: 1 entity, L1: 2, L2: 3).
 # A (value, status) tuple marks an invalid row; its value must never reach a mean.
@@ -265,7 +265,8 @@ def test_reference_column_mapping() -> None:
     assert reference_column(info("judge_b", "vlm_success", judge="THUDM/cogvlm2-llama3-chat-19B")) == "success_cogvlm2"
     assert reference_column(info("vlm_success[judge=llava]", "vlm_success")) is None
     assert reference_column(info("clip_global", "clip_global")) == "clip_global"
-    assert reference_column(info("pickscore", "pickscore")) is None
+    assert reference_column(info("pickscore", "pickscore")) == "pickscore"
+    assert reference_column(info("color", "layoutsam_color")) == "layoutsam_color"
 
 
 def test_comparison_warns_on_mismatched_metric_keys_and_reports_deltas(tmp_path: Path) -> None:

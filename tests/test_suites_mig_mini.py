@@ -156,3 +156,40 @@ def test_mini_file_matches_its_generator() -> None:
     suite = load_mini()
     assert not any("differs from the header" in note for note in suite.notes)
     assert build_mini().hash == suite.hash
+
+
+def _reference_order(path: Path) -> dict[str, list[str]]:
+    """Prompt -> phrases in the order the YAML file writes them (its node graph, not a dict), each
+    repeated once per box: the order limuloo/MIGC@effd6cc inference_mig_benchmark.py:48-54 walks."""
+    import yaml
+
+    root = yaml.compose(path.read_text(encoding="utf-8"))
+    order = {}
+    for key, value in root.value:
+        order[key.value.strip()] = [phrase.value for phrase, boxes in value.value if phrase.value != "coco_id"
+                                    for _ in boxes.value]
+    return order
+
+
+@needs_mig
+def test_mig_bench_instances_follow_the_reference_scripts_order(mig) -> None:
+    order = _reference_order(MIG_DIR / mig_bench.ANNOTATIONS_FILE)
+    assert all([e.prompt for e in layout.entities] == order[layout.prompt] for layout in mig.layouts)
+    by_mention = sum([e.prompt for e in layout.entities] != layout.prompt[len("a photo of "):].split(" and ")
+                     for layout in mig.layouts)
+    assert by_mention == 678  # layouts whose reference order is not the prompt's order
+    # By eye, from the file's second entry: keys are written sorted, so the last-mentioned
+    # 'a black orange' comes second.
+    layout = next(x for x in mig.layouts if x.prompt.startswith("a photo of a black apple and a blue orange"))
+    assert [e.prompt for e in layout.entities] == [
+        "a black apple", "a black orange", "a blue orange", "a green orange", "a white orange"]
+    assert layout.entities[1].bbox == pytest.approx((0.7416875, 0.790962441314554, 0.914578125, 0.9593661971830986))
+
+
+@needs_mig
+def test_mig_bench_lists_the_reference_seed(mig, tmp_path: Path) -> None:
+    assert mig.seed_list == (42,) and mig.version == "2"
+    mig.write(tmp_path / "mig.jsonl")
+    again = read_suite(tmp_path / "mig.jsonl")
+    assert again.seed_list == (42,) and again.hash == mig.hash
+    assert mig.subset(3).seed_list == (42,)

@@ -74,7 +74,7 @@ def test_serve_speaks_the_documented_protocol(tmp_path) -> None:
     serve(painter, inbox, outbox)
     hello, result = (json.loads(line) for line in outbox.getvalue().splitlines())
     assert hello == {"protocol": PROTOCOL, "type": "hello", "identity": painter.identity(),
-                     "capabilities": painter.capabilities.to_dict()}
+                     "capabilities": painter.capabilities.to_dict(), "entity_text": "prompt"}
     assert result["type"] == "result" and result["id"] == 1
     assert Path(result["images"][0]["path"]).name == f"{request.stem}.png"
 

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 
 
+ENTITY_TEXTS = ("prompt", "description")
+"""Which text of an entity a generator is given: its short `prompt`, or its detailed
+`description` (where the layout has one, e.g. LayoutSAM-Eval's detail region captions)."""
+
 MAX_ENTITIES = 64
 """The project's bound on entities per layout, for methods whose reference code sets none
 (EliGen, Regional Prompting FLUX, MultiDiffusion); no method may declare more. Eight times the
@@ -74,14 +78,24 @@ class Generator(ABC):
     defaults: ClassVar[Mapping[str, Any]] = {}
     description: ClassVar[str] = ""
     reference: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""
+    """How tables print the method when its label is its name ("EliGen"); empty: the name."""
     """The code the defaults follow: "owner/repo@commit: path[, path]" (empty when none)."""
     in_default_run: ClassVar[bool] = True
     """Part of `run` when no list is given (False for plugins that need a file or opt-in)."""
+    entity_text: ClassVar[str] = "prompt"
+    """The entity text the method's reference feeds it (one of ENTITY_TEXTS): every built-in
+    method's reference takes one short phrase per entity. The option `entity_text=` (taken by
+    every generator) overrides it per run; CreatiLayout's LayoutSAM-Eval scripts feed the
+    detailed captions (HuiZhang0812/CreatiLayout@860d8bd: test_SiamLayout_flux_layoutsam_benchmark.py:52)."""
 
     def __init__(self, profile: str = "full", device: str | None = None, **options: Any):
+        text = options.pop("entity_text", None)
         check_plugin_options("generator", self.name, profile, self.defaults, options)
         self.profile = profile
         self.device = device
+        self.text_choice = check_entity_text(self.entity_text if text is None else text, self.name)
+        """The entity text this instance is given (the class's `entity_text` unless overridden)."""
         self.settings: dict[str, Any] = {**self.defaults, **self.profile_overrides(), **options}
         self.load_notes: list[str] = []
         """What loading found (e.g. how many modules a LoRA updated), recorded in the manifest."""
@@ -96,13 +110,20 @@ class Generator(ABC):
         return {}
 
     def identity(self) -> dict[str, Any]:
-        """Everything that determines the output for a given layout and seed."""
-        return {
+        """Everything that determines the output for a given layout and seed.
+
+        The entity text enters only when it is not the class's own, so the identities (and the
+        images) of runs made before the option existed stay valid.
+        """
+        ident = {
             "name": self.name,
             "profile": self.profile,
             "settings": dict(sorted(self.settings.items())),
             "models": self.model_ids(),
         }
+        if self.text_choice != self.entity_text:
+            ident["entity_text"] = self.text_choice
+        return ident
 
     def resolve_device(self) -> str:
         """The torch device to run on: the given one, else CUDA when present, else CPU."""
@@ -134,6 +155,9 @@ class Generator(ABC):
             entities = tuple(replace(e, mask=None) for e in layout.entities)
             layout = replace(layout, entities=entities)
             notes.append("masks replaced by their bounding boxes (method takes boxes only)")
+        if self.text_choice == "description":
+            layout, text_notes = use_descriptions(layout)
+            notes += text_notes
         return layout, notes
 
     def ensure_loaded(self) -> None:
@@ -162,6 +186,32 @@ def release_cuda_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def check_entity_text(value: Any, name: str) -> str:
+    if value not in ENTITY_TEXTS:
+        raise InputError(f"must be one of {ENTITY_TEXTS}, got {value!r}", where=f"generator {name!r}",
+                         field="entity_text")
+    return str(value)
+
+
+def use_descriptions(layout: Layout) -> tuple[Layout, list[str]]:
+    """The layout with each entity's prompt replaced by its description (where it has one).
+
+    The description stays in place, so the request key still names the layout's full content.
+    """
+    described = sum(e.description is not None for e in layout.entities)
+    if not layout.entities:
+        return layout, []
+    notes = []
+    if described:
+        entities = tuple(replace(e, prompt=e.description) if e.description is not None else e
+                         for e in layout.entities)
+        layout = replace(layout, entities=entities)
+        notes.append("entity prompts replaced by their detailed descriptions (entity_text='description')")
+    if described < len(layout.entities):
+        notes.append("entities without a description keep their prompt (entity_text='description')")
+    return layout, notes
+
+
 def entity_prompts(layout: Layout) -> list[str]:
     return [e.prompt for e in layout.entities]
 
@@ -170,4 +220,4 @@ def entity_boxes(layout: Layout) -> list[tuple[float, float, float, float]]:
     return [e.bbox for e in layout.entities]
 
 
-__all__ = ["MAX_ENTITIES", "Capabilities", "Entity", "GenerationRequest", "Generator", "Layout", "PROFILES"]
+__all__ = ["ENTITY_TEXTS", "MAX_ENTITIES", "Capabilities", "Entity", "GenerationRequest", "Generator", "Layout", "PROFILES"]

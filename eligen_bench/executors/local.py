@@ -11,18 +11,19 @@ from eligen_bench.api.metric import Metric, ScoreItem
 from eligen_bench.claims import make_all
 from eligen_bench.requests import GenerationRequest
 from eligen_bench.rundir import RunDir, worker_record
+from eligen_bench.runtime import DEFAULT_THREADS
+from eligen_bench.stages.generate import make_images
+from eligen_bench.stages.score import score_shard
 
 
 class LocalExecutor:
     name = "local"
 
-    def __init__(self, device: str | None = None) -> None:
-        self.worker = worker_record(self.name, device)
+    def __init__(self, device: str | None = None, threads: int = DEFAULT_THREADS) -> None:
+        self.worker = worker_record(self.name, device, threads)
 
     def generate(self, run: RunDir, label: str, generator: Generator,
                  batches: Sequence[Sequence[GenerationRequest]], bar: Any) -> None:
-        from eligen_bench.stages.generate import make_images
-
         def make(batch: Sequence[GenerationRequest], wait: bool) -> list[Sequence[GenerationRequest]]:
             return [[r] for r in make_images(run, label, generator, batch, self.worker, wait=wait)]
 
@@ -33,8 +34,6 @@ class LocalExecutor:
 
     def score(self, run: RunDir, label: str, metric: Metric,
               shards: Sequence[tuple[Path, Sequence[ScoreItem]]], bar: Any) -> None:
-        from eligen_bench.stages.score import score_shard
-
         def make(shard: tuple[Path, Sequence[ScoreItem]], wait: bool) -> list[tuple[Path, Sequence[ScoreItem]]]:
             return [] if score_shard(run, label, metric, *shard, self.worker, wait=wait) else [shard]
 

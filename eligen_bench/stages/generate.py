@@ -16,7 +16,7 @@ from eligen_bench.input_images import check_input_image
 from eligen_bench.layout import Layout
 from eligen_bench.requests import GenerationRequest
 from eligen_bench.rundir import RunDir
-from eligen_bench.seeds import derive_seed
+from eligen_bench.seeds import SeedPlan
 from eligen_bench.suite import Suite
 
 if TYPE_CHECKING:
@@ -40,12 +40,14 @@ class GenerationPlan:
     """What adapting the layouts changed (note -> number of layouts), for the provenance."""
 
 
-def seeds_for(suite: Suite, seeds: int, base_seed: int) -> dict[str, list[int]]:
-    return {layout.id: [derive_seed(base_seed, layout.id, i) for i in range(seeds)] for layout in suite.layouts}
+def seeds_for(suite: Suite, seeds: int | SeedPlan, base_seed: int = 0) -> dict[str, list[int]]:
+    """Every layout's seeds: `seeds` derived ones from `base_seed`, or as a `SeedPlan` gives them."""
+    plan = seeds if isinstance(seeds, SeedPlan) else SeedPlan(seeds, base_seed)
+    return {layout.id: plan.for_layout(layout.id) for layout in suite.layouts}
 
 
-def plan_generation(suite: Suite, generators: Mapping[str, Generator], seeds: int,
-                    base_seed: int) -> list[GenerationPlan]:
+def plan_generation(suite: Suite, generators: Mapping[str, Generator], seeds: int | SeedPlan,
+                    base_seed: int = 0) -> list[GenerationPlan]:
     """Adapt every layout to every generator first, so bad input fails before anything is written."""
     plans = []
     seed_table = seeds_for(suite, seeds, base_seed)
@@ -100,8 +102,11 @@ def make_images(run: RunDir, label: str, generator: Generator, batch: Sequence[G
     under its claim, not only when planning, so an item another process finished or is making
     is not made twice; each write is atomic, so a kill never leaves a broken file. With `wait`,
     each request's claim is waited for in turn, never holding one while waiting for the next.
+    Images are made with the worker's torch thread setting (`runtime.threads`), whoever runs it.
     """
-    with run.working():
+    from eligen_bench.runtime import threads
+
+    with run.working(), threads(worker["threads"]):
         if wait:
             for request in batch:
                 with claimed(run.root, claim_name(label, request), wait=True):
@@ -126,8 +131,11 @@ def _make_missing(run: RunDir, label: str, generator: Generator, requests: Seque
     todo = [r for r in requests if not is_made(run, label, r)]
     if not todo:
         return
+    from eligen_bench.runtime import record_facts
+
     generator.ensure_loaded()
     images = generator.generate(todo)
+    record_facts(worker, "generator", label, generator)
     if len(images) != len(todo):
         raise RuntimeError(f"{label} returned {len(images)} images for {len(todo)} requests")
     for request, image in zip(todo, images, strict=True):
@@ -141,13 +149,9 @@ def batches(requests: Sequence[GenerationRequest], batch_size: int) -> list[list
 
 
 def run_generation(run: RunDir, plans: list[GenerationPlan], batch_size: int = 1, progress: bool = True,
-                   executor: Executor | None = None,
-                   shard: Shard | None = None) -> dict[str, dict[str, int]]:
+                   *, executor: Executor, shard: Shard | None = None) -> dict[str, dict[str, int]]:
     """Make the missing images (of this shard), under one progress bar; returns {label: {'made': n, 'kept': m}}."""
     from eligen_bench import console
-    from eligen_bench.executors.local import LocalExecutor
-
-    executor = executor or LocalExecutor()
     mine = {plan.label: [r for r in plan.requests if shard is None or shard.owns(item_name(plan.label, r))]
             for plan in plans}
     pending = {label: [r for r in requests if not is_made(run, label, r)] for label, requests in mine.items()}

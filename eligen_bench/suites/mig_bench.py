@@ -7,6 +7,13 @@ of normalised xyxy boxes, plus `coco_id`). Although MIG-Bench layouts were sampl
 (0-799), so the layout's source is recorded as `mig-bench:<coco_id>`, not as a COCO image. The
 files are not shipped (their licence is non-commercial research only): `download_mig_bench`
 fetches them from the official repository at a pinned commit and checks their sha256.
+
+A layout's entities follow the reference inference script, limuloo/MIGC@effd6cc:
+inference_mig_benchmark.py:47-54: the annotation entry's phrases in the file's key order, each
+phrase's boxes in list order (not the order the prompt mentions them; 678 of the 800 layouts
+differ, and MIGC's output depends on the order). The same script seeds every prompt with 42
+and makes one image each (inference_mig_benchmark.py:34-35, 57): the suite lists that seed,
+so a run without `--seeds` / `--seed-list` follows it.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ COLOURS = ("red", "green", "blue", "yellow", "black", "white", "brown")
 """The seven colours MIG-Bench assigns to instances."""
 PREFIX = "a photo of "
 DIR_ENV = "ELIGEN_BENCH_MIG_BENCH_DIR"
+REFERENCE_SEEDS = (42,)
+"""limuloo/MIGC@effd6cc: inference_mig_benchmark.py:34 (seed = 42), :35 (num_iter = 1), :57."""
 BOX_TOLERANCE = 1e-3
 """Coordinates this far outside [0, 1] are rounding and get clamped; further out is an error."""
 
@@ -41,16 +50,31 @@ def file_url(name: str, commit: str = MIGC_COMMIT) -> str:
     return f"https://raw.githubusercontent.com/{MIGC_REPO}/{commit}/bench_file/{name}"
 
 
+def offline_help(cache: Path | None = None) -> str:
+    """What to do without the download: the files, where to get them, the option and variable."""
+    cache = cache if cache is not None else default_cache()
+    return (f"MIG-Bench needs {PROMPTS_FILE} and {ANNOTATIONS_FILE} from "
+            f"https://github.com/{MIGC_REPO}/tree/{MIGC_COMMIT}/bench_file; put both in a folder and pass "
+            f"it as `suite build mig-bench --dir DIR`, or set {DIR_ENV}=DIR for `--suite mig-bench` "
+            f"(or copy them to the cache, {cache})")
+
+
+def default_cache() -> Path:
+    from eligen_bench.suites.fetch import default_cache_dir
+
+    return default_cache_dir("mig_bench", MIGC_COMMIT)
+
+
 def download_mig_bench(dest: Path | None = None) -> Path:
     """Fetch both files into `dest` (default: the cache) unless good copies are there."""
-    from eligen_bench.suites.fetch import default_cache_dir, fetch
+    from eligen_bench.suites.fetch import fetch
 
-    dest = Path(dest) if dest is not None else default_cache_dir("mig_bench", MIGC_COMMIT)
+    dest = Path(dest) if dest is not None else default_cache()
     for name, digest in FILE_SHA256.items():
         # The pinned commit first; the default branch is a fallback that the sha256 pin guards.
         for ref in (MIGC_COMMIT, "main"):
             try:
-                fetch(file_url(name, ref), dest / name, sha256=digest)
+                fetch(file_url(name, ref), dest / name, sha256=digest, offline_help=offline_help(dest))
                 break
             except InputError:
                 if ref == "main":
@@ -58,11 +82,18 @@ def download_mig_bench(dest: Path | None = None) -> Path:
     return dest
 
 
-def load_default() -> Suite:
+def load_default(download: bool = True) -> Suite:
     """Entry point `mig-bench`: the folder in $ELIGEN_BENCH_MIG_BENCH_DIR, else the cache
-    (downloading the files there on first use)."""
+    (downloading the files there on first use; with `download=False`, as `--dry-run` asks, a
+    cache without both files is an error that says where to get them)."""
     directory = os.environ.get(DIR_ENV)
-    return load_mig_bench(Path(directory) if directory else download_mig_bench())
+    if directory:
+        return load_mig_bench(Path(directory))
+    cache = default_cache()
+    if not download and not all((cache / name).is_file() for name in FILE_SHA256):
+        raise InputError(f"the files are not here and a dry run downloads nothing; {offline_help(cache)}",
+                         where="suite mig-bench")
+    return load_mig_bench(cache if not download else download_mig_bench())
 
 
 def load_mig_bench(directory: Path, *, width: int = 512, height: int = 512) -> Suite:
@@ -82,14 +113,17 @@ def load_mig_bench(directory: Path, *, width: int = 512, height: int = 512) -> S
         layouts.append(_layout(index, prompt, annotations[prompt], width, height, where))
     return Suite(
         name="mig-bench",
-        version="1",
+        version="2",
         layouts=tuple(layouts),
         description=f"MIG-Bench (COCO-MIG) from {MIGC_REPO}@{MIGC_COMMIT}: 800 prompts, 2-6 coloured instances",
         notes=(
             "licence of the source files: non-commercial research use only",
             "entity prompt = the coloured phrase ('a red carrot'); category = the COCO class",
             "source mig-bench:<coco_id>: the published coco_id is the prompt index, not a COCO image id",
+            "entity order: the annotation file's phrases in key order, each phrase's boxes in order "
+            f"({MIGC_REPO}@{MIGC_COMMIT}: inference_mig_benchmark.py:47-54)",
         ),
+        seed_list=REFERENCE_SEEDS,
     )
 
 
@@ -97,7 +131,7 @@ def _read_prompts(path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputError("MIG-Bench prompt file not found", where=str(path)) from None
+        raise InputError(f"MIG-Bench prompt file not found; {offline_help()}", where=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read ({exc})", where=str(path)) from None
     # The published file has no final newline; blank lines carry nothing.
@@ -114,7 +148,7 @@ def _read_annotations(path: Path) -> dict[str, Any]:
         with open(path, encoding="utf-8") as handle:
             data = yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except FileNotFoundError:
-        raise InputError("MIG-Bench annotation file not found", where=str(path)) from None
+        raise InputError(f"MIG-Bench annotation file not found; {offline_help()}", where=str(path)) from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise InputError(f"cannot read ({exc})", where=str(path)) from None
     if not isinstance(data, dict):
@@ -144,13 +178,14 @@ def _layout(index: int, prompt: str, entry: Any, width: int, height: int, where:
     got = {p: len(v) if isinstance(v, list) else -1 for p, v in boxes.items()}
     if expected != got:
         raise InputError(f"phrase counts in the prompt {expected} differ from the boxes {got}", where=where)
-    # Entities in prompt order; the k-th mention of a phrase takes its k-th box.
-    taken = dict.fromkeys(boxes, 0)
+    # The reference script's order: phrases as the annotation file lists them, then each
+    # phrase's boxes (limuloo/MIGC@effd6cc: inference_mig_benchmark.py:48-54).
     entities = []
-    for phrase in phrases:
-        box = _box(boxes[phrase][taken[phrase]], where=f"{where}, phrase {phrase!r}")
-        taken[phrase] += 1
-        entities.append(Entity(prompt=phrase, bbox=box, category=phrase_category(phrase, where=where)))
+    for phrase, raw_boxes in boxes.items():
+        category = phrase_category(phrase, where=where)
+        for k, raw in enumerate(raw_boxes):
+            box = _box(raw, where=f"{where}, phrase {phrase!r} box {k + 1}")
+            entities.append(Entity(prompt=phrase, bbox=box, category=category))
     return Layout(
         id=f"mig-{index}",
         prompt=prompt,

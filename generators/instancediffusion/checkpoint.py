@@ -55,12 +55,7 @@ def read_checkpoint(path: str | Path, allow_pickle: bool) -> dict[str, torch.Ten
     from eligen_bench.generators.checkpoints import load_checkpoint
 
     where = f"checkpoint {str(path)!r}"
-    try:
-        raw = load_checkpoint(path, allow_pickle=allow_pickle)  # its pickled OmegaConf config stays inert
-    except FileNotFoundError:
-        raise InputError("file not found", where=where) from None
-    except Exception as exc:  # noqa: BLE001 - unpickling errors have many types
-        raise InputError(f"cannot be read: {exc}".splitlines()[0], where=where) from None
+    raw = load_checkpoint(path, allow_pickle=allow_pickle)  # InputError naming the file
     if not isinstance(raw, dict):
         raise InputError("is not a dict", where=where)
     for entry in ("ema", "model"):

@@ -29,17 +29,10 @@ BLOCK_KINDS = ("input_blocks", "middle_block", "output_blocks")
 
 
 def read_state_dict(path: str | Path, *, allow_pickle: bool = False) -> dict[str, Any]:
-    """The tensors under the file's `state_dict` entry (other pickled objects stay inert unless `allow_pickle`)."""
+    """The tensors under the file's `state_dict` entry, read by the safe checkpoint reader unless `allow_pickle`."""
     from eligen_bench.generators.checkpoints import load_checkpoint
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"no such file: {path}", field=FIELD)
-    try:
-        data = load_checkpoint(path, allow_pickle=allow_pickle)
-    except Exception as exc:  # any unreadable file is bad input
-        first_line = (str(exc).strip().splitlines() or [""])[0]  # torch's messages run over many lines
-        raise InputError(f"cannot read {path}: {type(exc).__name__}: {first_line}", field=FIELD) from None
+    data = load_checkpoint(path, allow_pickle=allow_pickle)  # InputError naming the file
     if not isinstance(data, Mapping) or not isinstance(data.get("state_dict"), Mapping):
         raise InputError(f"{path} has no 'state_dict' entry (not a MIGC checkpoint)", field=FIELD)
     return dict(data["state_dict"])

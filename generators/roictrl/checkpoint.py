@@ -34,9 +34,8 @@ def read_state_dict(path: str | Path) -> dict[str, Any]:
                          field=FIELD)
     try:
         state = load_checkpoint(path, allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        raise InputError(f"cannot be read: {type(exc).__name__}: {first_line}", where=where, field=FIELD) from None
+    except InputError as exc:  # the reader's one line, placed on this option
+        raise InputError(exc.message, where=where, field=FIELD) from None
     return dict(state)
 
 

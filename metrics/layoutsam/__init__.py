@@ -1,0 +1,1 @@
+"""LayoutSAM-Eval (CreatiLayout): MiniCPM-V judged spatial, colour, texture and shape scores."""

@@ -1,0 +1,1 @@
+"""MIG-Bench (COCO-MIG) scored as its own evaluation scores it: GroundingDINO + SAM + HSV."""
