@@ -2,17 +2,18 @@
 
     python benchmarks/sd_methods.py --device cuda [--dtype float32|float16|bfloat16] [--steps N]
     python benchmarks/sd_methods.py              # CPU: a reduced config, said in the first line
-    # either: [--boxes 2,4,8] [--repeats 1] [--methods gligen,migc,instancediffusion,multidiffusion]
+    # either: [--boxes 2,4,8] [--repeats 1] [--methods gligen,migc,instancediffusion,roictrl,multidiffusion]
 
 `gligen` (SD 1.4 UNet with gated attention), `migc` (SD 1.4 + the MIGC controller on the layers
 the released checkpoint holds), `instancediffusion` (SD 1.5 + UniFusion, gated fusers, ScaleU,
-multi-instance sampler) and `multidiffusion` (SD 2 base) run through their generators' own
+multi-instance sampler), `roictrl` (SD 1.4 + the ROICtrl adapter in every transformer block)
+and `multidiffusion` (SD 2 base) run through their generators' own
 `generate()`, at the generators' `defaults` (steps, guidance, resolution, MIS fraction, MIGC
 steps, bootstrapping: read from the classes, not retyped), on layouts of 2, 4 and 8 boxes.
 Nothing is downloaded: each method's files are written with random weights, in the released
 format, to a temporary folder (diffusers pipeline folders from the real configs below; the
 MIGC controller checkpoint under its LDM key names; the InstanceDiffusion `.pth` under the
-official key names), and the generator's model options point there, so the real loading path
+official key names; the ROICtrl adapter `.safetensors` under its UNet paths), and the generator's model options point there, so the real loading path
 runs and checks every key. Plain Stable Diffusion of each base (diffusers'
 `StableDiffusionPipeline` on the same folder, DDIM: one UNet forward per step, the same steps,
 guidance and size) gives the ratios.
@@ -59,6 +60,7 @@ from eligen_bench.generators.instancediffusion.checkpoint import SD15_UNET_CONFI
 from eligen_bench.generators.instancediffusion.generator import InstanceDiffusionGenerator
 from eligen_bench.generators.instancediffusion.unifusion import UniFusionConfig
 from eligen_bench.generators.migc.generator import MigcGenerator
+from eligen_bench.generators.roictrl.generator import RoiCtrlGenerator
 from eligen_bench.generators.stable_diffusion.gligen import GligenGenerator
 from eligen_bench.generators.stable_diffusion.multidiffusion import MultiDiffusionGenerator
 from eligen_bench.layout import Entity, Layout
@@ -230,6 +232,16 @@ def write_instdiff_checkpoint(path: Path, scale: Scale, device: str) -> Path:
     return path
 
 
+def write_roictrl_checkpoint(path: Path, scale: Scale, device: str) -> Path:
+    """A random ROICtrl adapter (gates open) for the SD 1.x UNet, as the released `.safetensors`."""
+    from diffusers import UNet2DConditionModel
+
+    from eligen_bench.generators.roictrl.tiny import write_tiny_checkpoint
+
+    unet = _random_modules(lambda: UNet2DConditionModel(**unet_config("sd1", scale)), device)
+    return write_tiny_checkpoint(unet, path, SEED)
+
+
 def instdiff_unet_config(scale: Scale) -> dict[str, Any]:
     return SD15_UNET_CONFIG if scale.full else dict(unet_config("sd1", scale), attention_type="gated")
 
@@ -274,6 +286,11 @@ def _instdiff_files(directory: Path, scale: Scale, device: str) -> dict[str, Any
     return {"base_model": str(_sd1_folder(directory, scale, device)), "checkpoint": str(checkpoint)}
 
 
+def _roictrl_files(directory: Path, scale: Scale, device: str) -> dict[str, Any]:
+    checkpoint = write_roictrl_checkpoint(directory / "roictrl.safetensors", scale, device)
+    return {"model": str(_sd1_folder(directory, scale, device)), "checkpoint": str(checkpoint)}
+
+
 def _multidiffusion_files(directory: Path, scale: Scale, device: str) -> dict[str, Any]:
     return {"model": str(write_sd_folder(directory / "sd2", "sd2", scale, device))}
 
@@ -284,6 +301,7 @@ METHODS = {
         Method("gligen", "sd1", GligenGenerator, _gligen_files),
         Method("migc", "sd1", MigcGenerator, _migc_files),
         Method("instancediffusion", "sd1", InstanceDiffusionGenerator, _instdiff_files),
+        Method("roictrl", "sd1", RoiCtrlGenerator, _roictrl_files),
         Method("multidiffusion", "sd2", MultiDiffusionGenerator, _multidiffusion_files),
     )
 }

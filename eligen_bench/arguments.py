@@ -7,6 +7,7 @@ or written, with argparse's one line naming the option.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from collections.abc import Callable
 
@@ -20,6 +21,19 @@ MAX_LIMIT = 10_000_000
 """Largest `--limit` (more layouts than any suite holds)."""
 MAX_SEED = 2**63 - 1
 """Largest base seed (the per-image seeds are 63 bits)."""
+MAX_WORKERS = 4096
+"""Most Ray actors per stage."""
+MAX_GPUS_PER_WORKER = 64.0
+"""Most GPUs one Ray actor holds (a fraction shares a GPU)."""
+MAX_THREADS = 1024
+"""Most torch CPU threads per worker."""
+MAX_RESAMPLES = 20_000
+"""Most bootstrap resamples (twice the usual 10,000; the resample matrix holds resamples x
+layouts numbers: 2830 COCO layouts x 20,000 resamples is 450 MB)."""
+MAX_PER_BUCKET = 10_000
+"""Most layouts per entity-count bucket shown in a leaderboard's image comparisons."""
+MAX_WAIT = 30 * 24 * 3600.0
+"""Longest `--wait-timeout`, in seconds (30 days)."""
 
 _DEVICE = re.compile(r"(cpu|cuda|mps|xpu)(:(0|[1-9][0-9]{0,3}))?")
 
@@ -37,6 +51,23 @@ def int_range(low: int, high: int) -> Callable[[str], int]:
         return value
 
     parse.__name__ = "integer"
+    return parse
+
+
+def number_range(low: float, high: float, *, above_low: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in [low, high] (in (low, high] with `above_low`)."""
+    opening = "(" if above_low else "["
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value > high or value < low or (above_low and value == low):
+            raise argparse.ArgumentTypeError(f"must be a number in {opening}{low:g}, {high:g}], got {text!r}")
+        return value
+
+    parse.__name__ = "number"
     return parse
 
 

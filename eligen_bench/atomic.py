@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from eligen_bench.errors import InputError
 
 TEMP_SUFFIX = ".eligen.tmp"
 # mkstemp's random part: 8 characters of [a-z0-9_] (tempfile._RandomNameSequence).
@@ -62,6 +67,11 @@ def remove_stale_temporaries(folder: Path, *, recursive: bool = True) -> int:
     if not folder.is_dir() or folder.is_symlink():
         return 0
     for parent, dirs, files in os.walk(folder, followlinks=False):
+        for name in [d for d in dirs if is_temporary(d)]:  # a `folder_replaced` left half filled
+            dirs.remove(name)
+            if not (Path(parent) / name).is_symlink():
+                shutil.rmtree(Path(parent) / name, ignore_errors=True)
+                count += 1
         for name in files:
             path = Path(parent) / name
             if is_temporary(name) and not path.is_symlink():
@@ -70,3 +80,48 @@ def remove_stale_temporaries(folder: Path, *, recursive: bool = True) -> int:
         if not recursive:
             dirs.clear()
     return count
+
+
+@contextmanager
+def folder_replaced(path: Path) -> Iterator[Path]:
+    """Yield a new temporary folder beside `path` to fill; when the block ends without error it
+    takes `path`'s place (an earlier folder there is moved aside, then removed), and when the
+    block fails it is removed and `path` stays as it was. So `path` is never half written."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise InputError("exists and is not a folder (or is a link); remove it", where=str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; results are meant to be shared
+        yield tmp
+        _take_place(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when it took `path`'s place
+
+
+def _take_place(new: Path, path: Path) -> None:
+    old = None
+    if path.is_dir() and any(path.iterdir()):  # rename() replaces only an empty folder
+        old = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        os.rename(path, old)
+    try:
+        os.rename(new, path)
+    except OSError:
+        if old is not None:
+            os.rename(old, path)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def check_writable(path: Path, *, field: str) -> None:
+    """InputError naming `field` unless the folder `path` can be written: the folder itself when
+    it exists, else the nearest existing folder above it, where it would be made."""
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{str(existing)!r} is not a folder", field=field)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write in {str(existing)!r} (a read-only or immutable folder, or no permission)",
+                         field=field)

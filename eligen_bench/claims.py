@@ -42,9 +42,11 @@ def claimed(root: Path, name: str, *, wait: bool) -> Iterator[bool]:
     """
     import fcntl
 
+    from eligen_bench.run_files import open_control
+
     path = claim_path(root, name)
     path.parent.mkdir(exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = open_control(path)  # never through a link
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
 from eligen_bench import registry
 from eligen_bench.api.metric import Metric, ModelCache, ScoreItem
+from eligen_bench.atomic import check_writable
 from eligen_bench.config import RunConfig
+from eligen_bench.configurations import generator_record, generator_title, ordered, parse_names
 from eligen_bench.errors import InputError
 from eligen_bench.executors.base import Executor
 from eligen_bench.executors.dispatch import make_executor, record_execution, wait_for_images
 from eligen_bench.executors.shard import Shard, parse_shard
 from eligen_bench.plugins import make_generator, make_metric
 from eligen_bench.registry import PluginError
+from eligen_bench.run_records import seed_table
 from eligen_bench.rundir import RunDir
 from eligen_bench.seeds import SeedPlan, resolve_seeds
 from eligen_bench.specs import parse_specs
@@ -30,7 +32,11 @@ from eligen_bench.stages.generate import (
 )
 from eligen_bench.stages.score import collect_items, compile_run_scores, run_scoring
 from eligen_bench.status import SHOWN, run_status
-from eligen_bench.suite import Suite, read_suite, resolve_suite, validate_suite_file
+from eligen_bench.suite import (
+    Suite,
+    check_suite_file,
+    resolve_suite,
+)
 from eligen_bench.truncation import record_truncation
 
 log = logging.getLogger("eligen_bench")
@@ -41,9 +47,15 @@ def run(args: argparse.Namespace) -> int:
     config = RunConfig.from_args(args)
     _check_report_args(config)
     shard = parse_shard(config.executor.shard)
+    if config.wait_timeout is not None and shard is None:
+        raise InputError("only applies with --shard (the wait for the other shards' images)", field="--wait-timeout")
     plans, suite, run_dir, seeds = _prepare_generation(config)
     metrics = _make_metrics(config.metrics, profile=config.profile, device=config.device,
                             batch_size=config.metric_batch_size)
+    metric_names = parse_names(config.metric_names, metrics, option="--metric-names")
+    check_gate_args(config)
+    gate_options(config, metrics, [p.label for p in plans])
+    report_options(config)
     existing = run_dir.read_manifest()
     check_metric_keys(metrics, existing["config"].get("metrics", {}) if existing else {})
     if config.dry_run:
@@ -52,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
     executor = make_executor(config.executor)
     _generate(config, plans, suite, run_dir, executor, shard, seeds)
     if shard is not None:
-        wait_for_images(run_dir)  # the other shards' images: every metric shard needs all
+        wait_for_images(run_dir, shard, config.wait_timeout)  # the other shards' images: every metric shard needs all
     _score(run_dir, metrics, shard_size=config.shard_size, progress=config.progress, executor=executor,
-           shard=shard)
+           shard=shard, names=metric_names)
     with run_dir.locked():
         if shard is not None and not run_status(run_dir).complete:
             log.info("shard %s done; the last shard to finish writes the report (`eligen-bench status %s`)",
@@ -80,17 +92,22 @@ def _prepare_generation(config: RunConfig) -> tuple[list[GenerationPlan], Suite,
         raise InputError(f"must be at least 1, got {config.seeds}", field="--seeds")
     if config.out is not None:
         RunDir(config.out).check_owned()  # a user's folder is refused before anything is read
-    suite = resolve_suite(config.suite).subset(config.limit)
+    suite = resolve_suite(config.suite, download=not config.dry_run).subset(config.limit)
+    if config.sample is not None:
+        suite = suite.sample(config.sample, config.sample_seed)
     seeds = resolve_seeds(suite, seeds=config.seeds, base_seed=config.base_seed, seed_list=config.seed_list)
     specs = parse_specs(config.generators or _defaults("generator"), kind="generator")
     if not specs:
         raise InputError("no generator given or registered", field="--generators")
+    parse_names(config.generator_names, [s.label for s in specs], option="--generator-names")
     profile = config.profile or "full"
     generators = {s.label: make_generator(s, profile=profile, device=config.device) for s in specs}
     plans = plan_generation(suite, generators, seeds)
     out = config.out or Path("results") / "runs" / f"{suite.name}-{profile}"
     if config.out is None:
         RunDir(out).check_owned()
+    if not config.dry_run:
+        check_writable(out, field="--out")
     return plans, suite, RunDir(out), seeds
 
 
@@ -135,7 +152,7 @@ def _open_generation(config: RunConfig, plans: list[GenerationPlan], suite: Suit
     from eligen_bench.tiny import TINY_WARNING
 
     manifest = run_dir.open_for(_generation_config(config, suite, plans, seeds), allow_mixed=config.allow_mixed)
-    if not run_dir.suite_path.exists() or read_suite(run_dir.suite_path).hash != suite.hash:
+    if not run_dir.holds(run_dir.suite_path) or run_dir.read_suite().hash != suite.hash:
         suite.write(run_dir.suite_path)
     manifest["profile"] = config.profile
     manifest["seeds"] = seeds_for(suite, seeds)
@@ -144,10 +161,17 @@ def _open_generation(config: RunConfig, plans: list[GenerationPlan], suite: Suit
     manifest["adapt_notes"] = {**manifest.get("adapt_notes", {}), **{p.label: p.notes for p in plans}}
     manifest["inputs"] = {r.layout.id: {"path": r.init_image, "sha256": r.init_image_sha256}
                           for plan in plans for r in plan.requests if r.init_image is not None}
+    # A suite's notes are facts about its layouts, not warnings: the report reads them from suite.jsonl.
     manifest["warnings"] = [TINY_WARNING] if config.profile == "tiny" else []
-    manifest["warnings"] += [f"suite note: {note}" for note in suite.notes]
     manifest["references"] = {**manifest.get("references", {}),
                               **{p.label: p.generator.reference for p in plans}}
+    _record_configurations(manifest, plans, parse_names(config.generator_names, [p.label for p in plans],
+                                                        option="--generator-names"))
+    if config.sample is not None:
+        manifest["sample"] = {"layouts": len(suite.layouts), "seed": config.sample_seed, "by": "entity count",
+                              "rule": "proportional, largest remainders; smallest sha256(seed/layout id)"}
+    else:
+        manifest.pop("sample", None)
     # Which entity text (short prompt or detailed description) each generator was given.
     manifest["entity_text"] = {**manifest.get("entity_text", {}),
                                **{p.label: p.generator.text_choice for p in plans}}
@@ -155,6 +179,17 @@ def _open_generation(config: RunConfig, plans: list[GenerationPlan], suite: Suit
     manifest["added_options"] = {**manifest.get("added_options", {}),
                                  **{p.label: p.generator.unkeyed_settings() for p in plans}}
     run_dir.write_manifest(manifest)
+
+
+def _record_configurations(manifest: dict[str, Any], plans: list[GenerationPlan], names: dict[str, str]) -> None:
+    """Order, display names and what each label is (`eligen_bench.configurations`)."""
+    order = manifest.setdefault("order", {})
+    order["generators"] = ordered(order.get("generators", []), [p.label for p in plans])
+    display = manifest.setdefault("display_names", {}).setdefault("generators", {})
+    records = manifest.setdefault("configurations", {})
+    for plan in plans:
+        display[plan.label] = generator_title(plan.label, plan.generator, names)
+        records[plan.label] = generator_record(plan.generator, display[plan.label], records.get(plan.label))
 
 
 def _record_load_notes(run_dir: RunDir, plans: list[GenerationPlan]) -> None:
@@ -171,13 +206,15 @@ def score(args: argparse.Namespace) -> int:
     config = RunConfig.from_args(args)
     run_dir = RunDir(config.out)
     manifest = run_dir.require_manifest()
+    check_writable(run_dir.root, field="--out")
     profile = config.profile or manifest.get("profile", "full")
     metrics = _make_metrics(config.metrics, profile=profile, device=config.device,
                             batch_size=config.metric_batch_size)
+    names = parse_names(config.metric_names, metrics, option="--metric-names")
     check_metric_keys(metrics, manifest["config"].get("metrics", {}))
     shard = parse_shard(config.executor.shard)
     _score(run_dir, metrics, shard_size=config.shard_size, progress=config.progress,
-           executor=make_executor(config.executor), shard=shard)
+           executor=make_executor(config.executor), shard=shard, names=names)
     return 0
 
 
@@ -202,11 +239,11 @@ def check_metric_keys(metrics: dict[str, Metric], recorded: dict[str, Any]) -> N
 
 
 def _score(run_dir: RunDir, metrics: dict[str, Metric], *, shard_size: int, progress: bool,
-           executor: Executor, shard: Shard | None) -> None:
+           executor: Executor, shard: Shard | None, names: dict[str, str] | None = None) -> None:
     """Record the metrics (under the lock), score into shards (outside it: several processes
     may score a run at once), then compile the table (under the lock)."""
     with run_dir.locked():
-        items = _open_scoring(run_dir, metrics, shard_size)
+        items = _open_scoring(run_dir, metrics, shard_size, names or {})
     run_scoring(run_dir, metrics, items, shard_size=shard_size, progress=progress, executor=executor, shard=shard)
     with run_dir.locked():
         record_execution(run_dir, "score", executor, shard)
@@ -216,16 +253,21 @@ def _score(run_dir: RunDir, metrics: dict[str, Metric], *, shard_size: int, prog
     log.info("scores: %d rows in %s", len(table), run_dir.scores_path)
 
 
-def _open_scoring(run_dir: RunDir, metrics: dict[str, Metric], shard_size: int) -> dict[str, list[ScoreItem]]:
+def _open_scoring(run_dir: RunDir, metrics: dict[str, Metric], shard_size: int,
+                  names: dict[str, str]) -> dict[str, list[ScoreItem]]:
     manifest = run_dir.require_manifest()  # read again under the lock: another command may have scored
-    suite = read_suite(run_dir.suite_path)
-    items = collect_items(run_dir, suite, list(manifest["config"]["generators"]), manifest["seeds"],
-                          manifest.get("inputs"))
+    suite = run_dir.read_suite()
+    seeds = seed_table(manifest, [layout.id for layout in suite.layouts], str(run_dir.manifest_path))
+    items = collect_items(run_dir, suite, list(manifest["config"]["generators"]), seeds, manifest.get("inputs"))
     recorded = manifest["config"].get("metrics", {})
     check_metric_keys(metrics, recorded)
     run_dir.remove_stale_temporaries()
     manifest["config"]["metrics"] = {
         **recorded, **{label: _metric_record(m, shard_size) for label, m in metrics.items()}}
+    order = manifest.setdefault("order", {})
+    order["metrics"] = ordered(order.get("metrics", []), metrics)
+    display = manifest.setdefault("display_names", {}).setdefault("metrics", {})
+    display.update({label: names.get(label) or metric.title() for label, metric in metrics.items()})
     run_dir.write_manifest(manifest)
     return items
 
@@ -250,6 +292,7 @@ def report(args: argparse.Namespace) -> int:
     _check_report_args(config)
     run_dir = RunDir(config.out)
     run_dir.require_manifest()
+    check_writable(run_dir.root, field="--out")
     with run_dir.locked():
         return _report(run_dir, config)
 
@@ -264,39 +307,76 @@ def _check_report_args(config: RunConfig) -> None:
 
 
 def _report(run_dir: RunDir, config: RunConfig) -> int:
-    """Write the report; 1 when --fail-on-regression finds a regression against --compare runs,
-    2 when it has nothing comparable to check (the gate fails closed)."""
+    """Write the report and print its summary; with --compare, the regression gate's delta table
+    and verdict too. Exit 1 when --fail-on-regression finds a regression, 2 when it has nothing
+    it could gate (the gate fails closed)."""
+    from eligen_bench.console import print_summary
     from eligen_bench.report import build_report, save_report
-    from eligen_bench.report.compare import regressions, unchecked_runs, ungated
+    from eligen_bench.report.gate import FAIL, UNCHECKED
 
     if not run_dir.scores_path.exists():
         raise InputError("no scores.parquet: run `eligen-bench score` first", where=str(run_dir.root))
-    if config.fail_on_regression and not config.compare:
-        raise InputError("needs a run to compare with (--compare RUN)", field="--fail-on-regression")
+    check_gate_args(config)
     for other in config.compare:
         RunDir(other).require_manifest()
-    from eligen_bench.console import print_summary
     from eligen_bench.report.reference import parse_reference_map
 
+    recorded = run_dir.require_manifest()["config"]
     report = build_report(run_dir.root, reference_csv=list(config.reference), others=list(config.compare),
-                          reference_map=parse_reference_map(config.reference_map))
+                          reference_map=parse_reference_map(config.reference_map), options=report_options(config),
+                          gate_options=gate_options(config, _recorded_metrics(recorded), list(recorded["generators"])))
     print_summary(report, save_report(report))
     if not config.fail_on_regression:
         return 0
-    assert report.deltas is not None
-    unchecked = unchecked_runs(report.deltas, [Path(other).name for other in config.compare], report.warnings)
-    if unchecked:
-        raise InputError(f"nothing comparable to check: {unchecked[0]}", field="--fail-on-regression")
-    for row in ungated(report.deltas).itertuples(index=False):
-        print(f"not gated: {row.generator} {row.metric} {row.this:.4g} vs {row.other_mean:.4g} in {row.other} "
-              "(a run-level statistic without an interval)")
-    worse = regressions(report.deltas, report.run.metrics)
-    for row in worse.itertuples(index=False):
-        low, high = (row.delta_ci_low, row.delta_ci_high) if math.isfinite(row.delta_ci_low) else (row.ci_low, row.ci_high)
-        what = "difference" if math.isfinite(row.delta_ci_low) else "this run's"
-        print(f"regression: {row.generator} {row.metric} {row.this:.4g} vs {row.other_mean:.4g} in {row.other} "
-              f"({what} interval [{low:.4g}, {high:.4g}])")
-    return 1 if len(worse) else 0
+    assert report.verdict is not None
+    if report.verdict.verdict == UNCHECKED:
+        reason = report.verdict.unchecked[0] if report.verdict.unchecked else \
+            "no comparison could be gated (see the gate column above)"
+        raise InputError(f"nothing comparable to check: {reason}", field="--fail-on-regression")
+    return 1 if report.verdict.verdict == FAIL else 0
+
+
+def check_gate_args(config: RunConfig) -> None:
+    """The gate's options need a run to compare with."""
+    if config.fail_on_regression and not config.compare:
+        raise InputError("needs a run to compare with (--compare RUN)", field="--fail-on-regression")
+    for option in ("margin", "gate_metrics", "gate_changed"):
+        if getattr(config, option) and not config.compare:
+            raise InputError("needs a run to compare with (--compare RUN)", field="--" + option.replace("_", "-"))
+
+
+def _recorded_metrics(recorded: dict[str, Any]) -> dict[str, Any]:
+    from eligen_bench.report.data import MetricInfo
+
+    return {label: MetricInfo.from_config(label, record, where="manifest.json")
+            for label, record in (recorded.get("metrics") or {}).items()}
+
+
+def gate_options(config: RunConfig, metrics: dict[str, Any], generators: list[str]) -> Any:
+    """`--margin`, `--gate-metrics` and `--gate-changed`, checked against the run's labels."""
+    from eligen_bench.report.gate import (
+        GateOptions,
+        parse_changed,
+        parse_gate_metrics,
+        parse_margins,
+    )
+
+    return GateOptions(margins=parse_margins(config.margin, metrics),
+                       metrics=parse_gate_metrics(config.gate_metrics, metrics),
+                       changed=parse_changed(config.gate_changed, generators), enforced=config.fail_on_regression)
+
+
+def report_options(config: RunConfig) -> Any:
+    """How the tables look: intervals, LaTeX layout, figure formats, order and display names."""
+    from eligen_bench.report import ReportOptions
+    from eligen_bench.report.names import PresentationOptions
+    from eligen_bench.specs import split_list
+
+    shown = PresentationOptions(generators=config.report_generators, metrics=config.report_metrics,
+                                generator_names=config.report_generator_names,
+                                metric_names=config.report_metric_names)
+    return ReportOptions(intervals=config.intervals, latex_layout=config.latex_layout,
+                         plot_formats=tuple(split_list(config.plot_formats)), presentation=shown)
 
 
 # status ------------------------------------------------------------------------------------
@@ -343,7 +423,9 @@ def _describe(kind: str, obj: Any) -> str:
 
 
 def validate(args: argparse.Namespace) -> int:
-    suite, problems = validate_suite_file(args.suite_file)
+    """Every problem of a suite file (all of each line), and a warning per entity whose category
+    the detector metrics cannot score; exit 2 when there is a problem."""
+    suite, problems, warnings = check_suite_file(args.suite_file)
     for layout in suite.layouts if suite is not None else ():
         if layout.init_image is not None:
             try:
@@ -360,11 +442,14 @@ def validate(args: argparse.Namespace) -> int:
                     problems.append(InputError(f"{exc} [{spec.label}]"))
     for problem in problems:
         print(f"error: {problem}")
+    for warning in warnings:
+        print(f"warning: {warning}")
     if problems:
         print(f"{len(problems)} problem(s) in {args.suite_file}")
         return 2
     assert suite is not None
-    print(f"ok: suite {suite.name!r} version {suite.version}, {len(suite.layouts)} layouts, hash {suite.hash}")
+    print(f"ok: suite {suite.name!r} version {suite.version}, {len(suite.layouts)} layouts, hash {suite.hash}"
+          + (f" ({len(warnings)} warning(s))" if warnings else ""))
     return 0
 
 
@@ -389,6 +474,12 @@ def _print_plan(run_dir: RunDir, suite: Suite, plans: list[GenerationPlan], metr
     print(f"run folder: {run_dir.root}")
     print(f"suite: {suite.name} v{suite.version}, {len(suite.layouts)} layouts, hash {suite.hash}")
     print(f"seeds: {seeds.describe()}")
+    counts: dict[int, int] = {}
+    for layout in suite.layouts:
+        counts[len(layout.entities)] = counts.get(len(layout.entities), 0) + 1
+    print("layouts by entity count: " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    for note in suite.notes:
+        print(f"note: {note}")
     for plan in plans:
         todo = len(pending_requests(run_dir, plan))
         print(f"generator {plan.label}: {len(plan.requests)} images ({todo} to make); "

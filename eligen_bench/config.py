@@ -11,6 +11,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from eligen_bench.runtime import DEFAULT_THREADS
+
 
 @dataclass(frozen=True)
 class ExecutorConfig:
@@ -20,10 +22,12 @@ class ExecutorConfig:
     """'local' (this process) or 'ray'."""
     address: str | None = None
     """Ray cluster address; None starts or joins a local one."""
-    workers: int = 1
-    """Ray actors per stage (model replicas)."""
-    gpus_per_worker: float = 0.0
-    """GPUs each Ray actor holds."""
+    workers: int | None = None
+    """Ray actors per stage (model replicas); None: not given (1 with Ray; any value is refused with the local executor)."""
+    gpus_per_worker: float | None = None
+    """GPUs each Ray actor holds; None: not given (0 with Ray; any value is refused with the local executor)."""
+    threads: int = DEFAULT_THREADS
+    """torch CPU threads of every worker, whatever the executor (`runtime.threads`)."""
     device: str | None = None
     """Torch device of the local executor's models (None: CUDA when present, else CPU)."""
     shard: str | None = None
@@ -54,6 +58,14 @@ class RunConfig:
     """The same seeds for every layout (--seed-list); see `eligen_bench.seeds.resolve_seeds`."""
     limit: int | None = None
     """Only the first N layouts of the suite."""
+    sample: int | None = None
+    """N layouts drawn across entity counts (`Suite.sample`)."""
+    sample_seed: int = 0
+    """Seed of `sample`."""
+    generator_names: str | None = None
+    """Display names recorded for the run's tables: 'label=Name,...'."""
+    metric_names: str | None = None
+    """Display names recorded for the run's metric columns: 'label=Name,...'."""
     batch_size: int = 1
     """Images per generator call."""
     metric_batch_size: int = 8
@@ -74,6 +86,28 @@ class RunConfig:
     """Other run folders to compare with."""
     fail_on_regression: bool = False
     """Exit 1 when a compared metric regressed."""
+    wait_timeout: float | None = None
+    """With a shard: seconds to wait for the other shards' images (None: until they are made)."""
+    margin: str | None = None
+    """Per metric label or name: a drop smaller than this never fails ('miou=1.0,...')."""
+    gate_metrics: str | None = None
+    """Metric labels or names the gate judges (None: all)."""
+    gate_changed: str | None = None
+    """Generator labels gated even where they name another configuration in a compared run."""
+    intervals: str = "brackets"
+    """How tables show intervals: 'brackets', 'pm' or 'none'."""
+    latex_layout: str = "column"
+    """table.tex as a one-column 'table' or a page-wide 'table*' ('wide')."""
+    plot_formats: str = "png,pdf,svg"
+    """Figure formats."""
+    report_generators: str | None = None
+    """`report --generators`: rows in this order (None: the run's order)."""
+    report_metrics: str | None = None
+    """`report --metrics`: columns in this order (None: the run's order)."""
+    report_generator_names: str | None = None
+    """`report --generator-names`: display names for this report only."""
+    report_metric_names: str | None = None
+    """`report --metric-names`: display names for this report only."""
     executor: ExecutorConfig = ExecutorConfig()
     """Who makes the items."""
 

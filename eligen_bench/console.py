@@ -98,36 +98,36 @@ def stage_bar(stage: str, total: int, kept: int, *, enabled: bool = True, unit: 
     return bar
 
 
-def text_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    """A plain-text table: columns padded to their widest cell."""
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-    return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
-
-
 def print_summary(report: Any, written: list[Any]) -> None:
-    """The end of a run: where the report is, then the main table in plain text."""
-    from eligen_bench.report.tables import main_table
-    from eligen_bench.report.write import truncation_notes
+    """The end of a report: the main table with its intervals, the notes, the regression gate's
+    delta table and verdict when runs were compared, and last where the report is."""
+    from eligen_bench.report.gate import table_lines
+    from eligen_bench.report.tables import text_table
+    from eligen_bench.report.write import main_table
 
-    by_name = {path.name: path for path in written}
-    for name in ("index.html", "table.md"):
-        if name in by_name:
-            print(f"wrote {by_name[name]}")
-    table = main_table(report.summary, report.run.metrics, report.run.generators,
-                       decimals=report.options.decimals, show_ci=False)
-    rows = [[name, *(c.text for c in cells)] for name, cells in table.rows]
+    intervals = "brackets" if report.options.intervals == "none" else report.options.intervals
+    table = main_table(report, intervals=intervals)
+    rows = [[name, *(f"{c.text} {c.extra}".rstrip() for c in cells)] for name, cells in table.rows]
     for line in text_table([table.corner, *table.headers], rows):
         print(line)
+    print(f"({report.options.confidence:.0%} bootstrap intervals over layouts)")
     print_levels_and_reference(report)
-    for note in truncation_notes(report.run):
+    for note in report.notes:
         print(f"note: {note}")
+    if report.verdict is not None:
+        for line in table_lines(report.verdict, report.options.decimals):
+            print(line)
+    by_name = {path.name: path for path in written}
+    if "index.html" in by_name:
+        folder = by_name["index.html"].parent
+        shown = [n for n in ("table.md", "table.tex", "results.json", "verdict.json") if n in by_name]
+        print(f"report: {by_name['index.html']} ({', '.join(shown)} and more in {folder})")
 
 
 def print_levels_and_reference(report: Any) -> None:
     """MIG-Bench's per-level table and the published-vs-this-run table, when the report has them."""
+    from eligen_bench.report.tables import text_table
+
     levels = getattr(report, "levels", None)
     if levels is not None and len(levels):
         from eligen_bench.report.levels import text_tables

@@ -25,7 +25,7 @@ _MARKDOWN_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
                   "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}"}
-_LATEX_SYMBOLS = {"↑": r"$\uparrow$", "↓": r"$\downarrow$"}
+_LATEX_SYMBOLS = {"↑": r"$\uparrow$", "↓": r"$\downarrow$", "±": r"$\pm$"}
 CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 

@@ -59,6 +59,9 @@ def check_text(value: Any, *, where: str | None, what: str, optional: bool = Fal
     bad = next((c for c in value if unicodedata.category(c) in _BREAKING), None)
     if bad is not None:
         raise InputError(f"contains the control character {bad!r}", where=where, field=what)
+    surrogate = next((c for c in value if unicodedata.category(c) == "Cs"), None)
+    if surrogate is not None:  # JSON's "\ud800" alone: no character, and no UTF-8 can hold it
+        raise InputError(f"contains the lone surrogate {surrogate!r} (not valid Unicode text)", where=where, field=what)
     return value
 
 
@@ -402,3 +405,75 @@ def _entity_from_dict(raw: Any, *, where: str, index: int) -> Entity:
                       description=raw.get("description"))
     except InputError as exc:
         raise InputError(exc.message, where=where, field=f"{prefix}.{exc.field}") from None
+
+
+_STAND_IN = {"id": "x", "prompt": "x"}
+"""A valid layout that one field at a time is put into, to find every problem of a line."""
+_STAND_IN_ENTITY = {"prompt": "x", "bbox": [0.0, 0.0, 1.0, 1.0]}
+_ENTITY_FIELDS = ("prompt", "bbox", "mask", "category", "description")
+
+
+def layout_problems(data: Any, *, where: str) -> list[InputError]:
+    """Every problem of one layout object, each once (`Layout.from_dict` raises the first only).
+
+    Each field is checked on its own inside a valid stand-in layout (each entity field inside a
+    valid stand-in entity), so one bad field never hides another; a problem only the whole layout
+    shows (a mask of another size than the layout) is still found by the full check.
+    """
+    try:
+        Layout.from_dict(data, where=where)
+        return []
+    except InputError as first:
+        if not isinstance(data, Mapping):
+            return [first]
+        problems = _field_problems(data, where)
+        return problems or [first]
+
+
+def _field_problems(data: Mapping, where: str) -> list[InputError]:
+    here = f"{where}: layout {short_repr(data.get('id'))}"
+    problems = [InputError("missing required field", where=where, field=key) for key in ("id", "prompt")
+                if key not in data]
+    unknown = set(data) - {"id", "prompt", "entities", "width", "height", "source", "init_image"}
+    if unknown:
+        problems.append(InputError(f"unknown field(s) {sorted(unknown)}", where=where))
+    size = {}
+    for key in ("id", "prompt", "width", "height", "source", "init_image"):
+        if key in data:
+            found = _first_problem({**_STAND_IN, key: data[key]}, where)
+            problems += [InputError(p.message, where=here, field=p.field) for p in found]
+            if key in ("width", "height") and not found:
+                size[key] = data[key]
+    entities = data.get("entities", [])
+    if not isinstance(entities, list):
+        return [*problems, InputError("must be a list", where=here, field="entities")]
+    # A mask is checked against the layout's size only when that size is valid itself.
+    size_ok = all(key in size or key not in data for key in ("width", "height"))
+    for index, raw in enumerate(entities):
+        problems += _entity_problems(raw, index, size if size_ok else None, here)
+    return problems
+
+
+def _entity_problems(raw: Any, index: int, size: dict | None, here: str) -> list[InputError]:
+    prefix = f"entities[{index}]"
+    if not isinstance(raw, Mapping):
+        return [InputError("expected a JSON object", where=here, field=prefix)]
+    problems = [InputError("missing required field", where=here, field=f"{prefix}.{key}")
+                for key in ("prompt", "bbox") if key not in raw]
+    unknown = set(raw) - set(_ENTITY_FIELDS)
+    if unknown:
+        problems.append(InputError(f"unknown field(s) {sorted(unknown)}", where=here, field=prefix))
+    for key in _ENTITY_FIELDS:
+        if key in raw and (key != "mask" or size is not None):
+            entity = {**_STAND_IN_ENTITY, key: raw[key]}
+            for p in _first_problem({**_STAND_IN, **(size or {}), "entities": [entity]}, here):
+                problems.append(InputError(p.message, where=here, field=(p.field or "").replace("entities[0]", prefix)))
+    return problems
+
+
+def _first_problem(data: dict, where: str) -> list[InputError]:
+    try:
+        Layout.from_dict(data, where=where)
+    except InputError as exc:
+        return [exc]
+    return []

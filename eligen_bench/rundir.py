@@ -45,9 +45,18 @@ from eligen_bench.atomic import (
 from eligen_bench.claims import CLAIMS_FOLDER, remove_claim_files
 from eligen_bench.errors import InputError
 from eligen_bench.hashing import content_hash
+from eligen_bench.run_files import (
+    check_control,
+    is_run_file,
+    open_control,
+    open_run_file,
+    resolved_inside,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from eligen_bench.suite import Suite
 
 log = logging.getLogger(__name__)
 KEY_CHUNK = "eligen_bench_key"
@@ -61,6 +70,8 @@ OWN_FOLDERS = ("images", "scores", "report", "provenance")
 """Sub-folders a run writes; temporaries are cleaned up there and at the top level only."""
 SHARED_CONFIG = ("suite", "seeds", "base_seed", "seed_list", "profile")
 """Configuration every generator of one run folder shares (its images are compared on them)."""
+PROVENANCE_FIELDS = ("kind", "generator", "item", "worker")
+"""The fields of one provenance line (`RunDir.record_made`)."""
 PACKAGES = (
     "torch", "torchvision", "diffusers", "transformers", "open_clip_torch", "ultralytics",
     "pycocotools", "pandas", "numpy", "pillow", "peft", "vllm",
@@ -92,14 +103,30 @@ class RunDir:
     def shard_path(self, metric_key: str, generator: str, shard: str) -> Path:
         return self.root / "scores" / metric_key / generator / f"{shard}.parquet"
 
+    def holds(self, path: Path) -> bool:
+        """Whether the run holds `path` as a regular file inside it (a FIFO, a device or a link
+        out of the run counts as absent: it is never opened, and making the item replaces it)."""
+        return is_run_file(self.root, path)
+
+    def read_suite(self) -> Suite:
+        """The run's `suite.jsonl`, read only when it is a regular file inside the run."""
+        from eligen_bench.suite import read_suite
+
+        open_run_file(self.root, self.suite_path).close()  # InputError naming it unless safe to read
+        return read_suite(self.suite_path)
+
+    def check_inside(self, path: Path) -> None:
+        """Refuse to write `path` when its folder resolves outside the run (a linked sub-folder)."""
+        if resolved_inside(self.root, path.parent) is None:
+            raise InputError("resolves outside the run folder (a linked folder); nothing is written there",
+                             where=str(path.parent))
+
     # manifest -----------------------------------------------------------------
     def read_manifest(self) -> dict[str, Any] | None:
-        if not self.manifest_path.exists():
-            return None
-        try:
-            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"corrupt manifest ({exc})", where=str(self.manifest_path)) from None
+        """The checked manifest (`run_records.check_manifest`), or None when there is none."""
+        from eligen_bench.run_records import read_manifest
+
+        return read_manifest(self.root)
 
     def require_manifest(self) -> dict[str, Any]:
         manifest = self.read_manifest()
@@ -145,6 +172,8 @@ class RunDir:
 
         self.check_owned()
         self.root.mkdir(parents=True, exist_ok=True)
+        check_control(self.root / LOCK_NAME)  # a link there would be created or truncated through
+        check_control(self.root / CLAIMS_FOLDER, folder=True)
         lock = FileLock(self.root / LOCK_NAME, fallback_to_soft=False)
         try:
             try:
@@ -171,7 +200,8 @@ class RunDir:
         import fcntl
 
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / WORK_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        check_control(self.root / CLAIMS_FOLDER, folder=True)
+        fd = open_control(self.root / WORK_LOCK_NAME)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
             yield
@@ -189,7 +219,7 @@ class RunDir:
 
         if not self.root.is_dir():
             return 0
-        fd = os.open(self.root / WORK_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = open_control(self.root / WORK_LOCK_NAME)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -210,19 +240,30 @@ class RunDir:
 
         A line cut short by a kill is skipped when the provenance is read."""
         self.provenance_dir.mkdir(parents=True, exist_ok=True)
+        path = self.provenance_dir / f"{worker['id']}.jsonl"
+        self.check_inside(path)
         line = json.dumps({"kind": kind, "generator": generator, "item": item, "worker": worker["id"]})
-        with open(self.provenance_dir / f"{worker['id']}.jsonl", "a", encoding="utf-8") as handle:
+        try:  # never through a link, never into a FIFO
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+        except OSError as exc:
+            raise InputError(f"cannot append to the provenance file ({exc.strerror})", where=str(path)) from None
+        with os.fdopen(fd, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
 
     def read_provenance(self) -> list[dict[str, Any]]:
-        """Every complete line of every worker's provenance file, the latest record per item last."""
+        """Every complete, well-formed line of every worker's provenance file, the latest record
+        per item last (a line cut short by a kill, or not of the form `record_made` writes, is skipped)."""
         records = []
         for path in sorted(self.provenance_dir.glob("*.jsonl")) if self.provenance_dir.is_dir() else ():
-            for line in path.read_text(encoding="utf-8").splitlines():
+            with open_run_file(self.root, path) as handle:
+                text = handle.read().decode("utf-8", errors="replace")
+            for line in text.splitlines():
                 try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
+                    record = json.loads(line)
+                except (ValueError, RecursionError):
                     continue
+                if isinstance(record, dict) and all(isinstance(record.get(k), str) for k in PROVENANCE_FIELDS):
+                    records.append(record)
         return records
 
     def open_for(self, config: dict[str, Any], *, allow_mixed: bool) -> dict[str, Any]:
@@ -259,6 +300,7 @@ class RunDir:
     def write_image(self, path: Path, image: Image.Image, key: str, input_sha256: str | None = None) -> None:
         from PIL.PngImagePlugin import PngInfo
 
+        self.check_inside(path)
         info = PngInfo()
         info.add_text(KEY_CHUNK, key)
         if input_sha256:
@@ -270,25 +312,30 @@ class RunDir:
         return self.image_text(path).get(KEY_CHUNK)
 
     def image_text(self, path: Path) -> dict[str, str]:
-        """The text chunks of a PNG; empty when absent or unreadable."""
-        if not path.exists():
+        """The text chunks of a PNG; empty when absent, unreadable, not a PNG, or not a regular
+        file inside the run (never opened then: a FIFO would block)."""
+        if not self.holds(path):
             return {}
         from PIL import Image
 
         try:
-            with Image.open(path) as image:
-                image.verify()
-            with Image.open(path) as image:
-                return dict(image.text)  # type: ignore[attr-defined]
+            with open_run_file(self.root, path) as handle:
+                with Image.open(handle, formats=["PNG"]) as image:
+                    image.verify()
+                handle.seek(0)
+                with Image.open(handle, formats=["PNG"]) as image:
+                    return dict(image.text)  # type: ignore[attr-defined]
         except Exception:  # a corrupt image is simply not done
             return {}
 
 
-def worker_record(executor: str, device: str | None) -> dict[str, Any]:
-    """Who makes items: host, process and device; `id` names its provenance file."""
+def worker_record(executor: str, device: str | None, threads: int) -> dict[str, Any]:
+    """Who makes items: host, process, device and the torch CPU threads it makes them with
+    (`runtime.threads`); `id` names its provenance file. `runtime.record_facts` adds what the
+    process and its plugins actually ran with."""
     host = socket.gethostname()
     return {"id": f"{host}-{os.getpid()}", "executor": executor, "host": host, "pid": os.getpid(),
-            "device": device or "default"}
+            "device": device or "default", "threads": threads}
 
 
 def merge_config(existing: dict[str, Any] | None, config: dict[str, Any], *, allow_mixed: bool,

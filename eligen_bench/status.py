@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from eligen_bench.run_records import metric_shards, seed_table
 from eligen_bench.rundir import KEY_CHUNK, RunDir
 from eligen_bench.stages.score import collect_items, shard_plan
-from eligen_bench.suite import read_suite
 
 SHOWN = 5
 """Missing items named per line (the rest are counted)."""
@@ -36,25 +36,27 @@ def run_status(run: RunDir, shown: int | None = SHOWN) -> Status:
     """Completeness of every generator's images and every metric's shards; `shown` caps the
     missing items named per line (None: all)."""
     manifest = run.require_manifest()
-    suite = read_suite(run.suite_path)
+    suite = run.read_suite()
     layout_ids = [layout.id for layout in suite.layouts]
+    seeds = seed_table(manifest, layout_ids, str(run.manifest_path))
+    shards = metric_shards(manifest, str(run.manifest_path))
     status = Status()
     complete = []
     for label in manifest["config"]["generators"]:
-        missing = missing_images(run, label, manifest["seeds"], layout_ids)
-        total = sum(len(manifest["seeds"][i]) for i in layout_ids)
+        missing = missing_images(run, label, seeds, layout_ids)
+        total = sum(len(seeds[i]) for i in layout_ids)
         status.missing_images += len(missing)
         status.lines.append(f"images {label}: {total - len(missing)}/{total}" + _names("missing", missing, shown))
         if not missing:
             complete.append(label)
-    items = collect_items(run, suite, complete, manifest["seeds"], manifest.get("inputs"))
-    for metric, record in manifest["config"].get("metrics", {}).items():
+    items = collect_items(run, suite, complete, seeds, manifest.get("inputs"))
+    for metric, (key, shard_size) in shards.items():
         for label in manifest["config"]["generators"]:
             if label not in items:
                 status.lines.append(f"scores {metric} / {label}: waiting for its images")
                 continue
-            plan = shard_plan(run, record["key"], {label: items[label]}, record["shard_size"])
-            missing_plan = [chunk for path, chunk in plan if not path.exists()]
+            plan = shard_plan(run, key, {label: items[label]}, shard_size)
+            missing_plan = [chunk for path, chunk in plan if not run.holds(path)]
             status.missing_shards += len(missing_plan)
             covers = [f"{i.layout.id}_{i.seed_index}" for chunk in missing_plan for i in chunk]
             status.lines.append(f"scores {metric} / {label}: {len(plan) - len(missing_plan)}/{len(plan)} shard(s)"

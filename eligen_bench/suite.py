@@ -14,7 +14,7 @@ from pathlib import Path
 from eligen_bench.arguments import MAX_SEED, MAX_SEEDS
 from eligen_bench.errors import InputError
 from eligen_bench.hashing import content_hash
-from eligen_bench.layout import Layout, check_id, check_text, short_repr
+from eligen_bench.layout import Layout, check_id, check_text, layout_problems, short_repr
 
 FORMAT_VERSION = 1
 MAX_SUITE_BYTES = 1 << 30
@@ -83,6 +83,28 @@ class Suite:
             return self
         return replace(self, layouts=self.layouts[:limit])
 
+    def sample(self, count: int, seed: int = 0) -> Suite:
+        """`count` layouts drawn across entity counts (a stratified sample), in suite order.
+
+        Each entity count keeps its share of the suite: count x share, rounded down, and the
+        layouts left over go to the counts with the largest remainders (ties: fewer entities
+        first). Inside a count the layouts with the smallest sha256("<seed>/<layout id>") are
+        taken, so a layout's draw does not depend on the other layouts or on their order. The
+        sample says what it is in its notes; the layouts keep their ids.
+        """
+        if count >= len(self.layouts):
+            return self
+        strata: dict[int, list[Layout]] = {}
+        for layout in self.layouts:
+            strata.setdefault(len(layout.entities), []).append(layout)
+        quotas = _largest_remainders({k: len(v) for k, v in strata.items()}, count)
+        taken = {layout.id for k, group in strata.items()
+                 for layout in sorted(group, key=lambda layout: _draw_key(seed, layout.id))[:quotas[k]]}
+        note = (f"stratified sample: {count} of {len(self.layouts)} layouts (suite hash {self.hash}), "
+                f"drawn per entity count in proportion, seed {seed}")
+        return Suite(self.name, self.version, tuple(la for la in self.layouts if la.id in taken), self.description,
+                     self.notes + (note,), self.folder)
+
     def input_path(self, layout: Layout) -> Path | None:
         """The absolute path of a layout's `init_image` (None when it has none)."""
         if layout.init_image is None:
@@ -101,6 +123,22 @@ class Suite:
         atomic_write_text(Path(path), "\n".join(lines) + "\n")
 
 
+def _largest_remainders(sizes: dict[int, int], count: int) -> dict[int, int]:
+    """`count` split over the strata in proportion to their sizes (Hamilton's method)."""
+    total = sum(sizes.values())
+    exact = {k: count * n / total for k, n in sizes.items()}
+    quotas = {k: int(v) for k, v in exact.items()}
+    for k in sorted(exact, key=lambda k: (-(exact[k] - quotas[k]), k))[:count - sum(quotas.values())]:
+        quotas[k] += 1
+    return quotas
+
+
+def _draw_key(seed: int, layout_id: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(f"{seed}/{layout_id}".encode()).hexdigest()
+
+
 def read_suite(path: str | Path) -> Suite:
     """Read and validate a suite file; the first problem raises an InputError naming file:line."""
     suite, problems = _parse(Path(path), stop_at_first=True)
@@ -112,10 +150,32 @@ def read_suite(path: str | Path) -> Suite:
 
 def validate_suite_file(path: str | Path) -> tuple[Suite | None, list[InputError]]:
     """Every problem in a suite file (for `eligen-bench validate`), and the suite if there were none."""
-    return _parse(Path(path), stop_at_first=False)
+    suite, problems, _ = check_suite_file(path)
+    return suite, problems
 
 
-def _parse(path: Path, *, stop_at_first: bool) -> tuple[Suite | None, list[InputError]]:
+def check_suite_file(path: str | Path) -> tuple[Suite | None, list[InputError], list[str]]:
+    """Every problem in a suite file (all of each line), the suite if there were none, and
+    warnings: entity categories that are none of COCO's classes (the detector metrics exclude
+    those entities)."""
+    warnings: list[str] = []
+    suite, problems = _parse(Path(path), stop_at_first=False, warnings=warnings)
+    return suite, problems, warnings
+
+
+def category_warning(layout: Layout) -> list[str]:
+    """One warning per entity whose category is not one of COCO's 80 thing classes."""
+    from eligen_bench.coco_classes import COCO_THING_CLASSES, normalize_category
+
+    return [f"{layout.where}: entities[{i}].category: {short_repr(e.category)} is not one of COCO's 80 "
+            "thing classes (nor a known other spelling); the detector metrics (miou, coco_ap) exclude "
+            "this entity"
+            for i, e in enumerate(layout.entities)
+            if e.category is not None and normalize_category(e.category) not in COCO_THING_CLASSES]
+
+
+def _parse(path: Path, *, stop_at_first: bool,
+           warnings: list[str] | None = None) -> tuple[Suite | None, list[InputError]]:
     try:
         text = _read_text(path)
     except InputError as exc:
@@ -144,12 +204,19 @@ def _parse(path: Path, *, stop_at_first: bool) -> tuple[Suite | None, list[Input
                 if problems and stop_at_first:
                     return None, problems
                 continue
+            if not stop_at_first:
+                found = layout_problems(data, where=where)
+                if found:
+                    problems += found
+                    continue
             try:
                 layout = Layout.from_dict(data, where=where)
                 if layout.id in seen:
                     raise InputError(f"duplicate layout id (first on line {seen[layout.id]})", where=where, field="id")
                 seen[layout.id] = number
                 layouts.append(layout)
+                if warnings is not None:
+                    warnings += category_warning(layout)
             except InputError as exc:
                 problems.append(exc)
         if problems and stop_at_first:
@@ -252,15 +319,22 @@ def _name_from_path(path: Path) -> str:
     return stem
 
 
-def resolve_suite(name_or_path: str) -> Suite:
-    """A registered suite name (`eligen-bench ls`) or the path of a suite JSONL file."""
+def resolve_suite(name_or_path: str, *, download: bool = True) -> Suite:
+    """A registered suite name (`eligen-bench ls`) or the path of a suite JSONL file.
+
+    `download=False` (a dry run) is passed to a loader that takes it: such a loader reads
+    local files only, and says what to fetch when they are missing.
+    """
     path = Path(name_or_path)
     if path.suffix == ".jsonl" or path.exists():
         return read_suite(path)
+    import inspect
+
     from eligen_bench import registry
 
     loader = registry.get("suite", name_or_path)
-    suite = loader()
+    takes_download = "download" in inspect.signature(loader).parameters
+    suite = loader(download=download) if takes_download and not download else loader()
     if not isinstance(suite, Suite):
         raise registry.PluginError(f"suite {name_or_path!r} gave a {type(suite).__name__}, not a Suite")
     return suite

@@ -87,7 +87,7 @@ def load_checkpoint(path: str | Path, *, allow_pickle: bool) -> Any:
 
     Raises InputError (one line naming the file) for a missing or unreadable file, and for one
     that names any global outside the allow-list. `allow_pickle` unpickles everything, for a
-    file one trusts.
+    file one trusts. A `.safetensors` file is read by safetensors (no pickle in that format).
     """
     import torch
 
@@ -95,6 +95,10 @@ def load_checkpoint(path: str | Path, *, allow_pickle: bool) -> Any:
     if not Path(path).is_file():
         raise InputError("file not found (or not a regular file)", where=where)
     try:
+        if Path(path).suffix == ".safetensors":  # tensors and a JSON header only: read as such, never unpickled
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
         if allow_pickle:
             return torch.load(path, map_location="cpu", weights_only=False)
         with torch.serialization.safe_globals(allowed_standins()):

@@ -45,7 +45,7 @@ def test_tiny_profile_run_generates_scores_and_reports(tmp_path) -> None:
     assert "mps" not in manifest["config"]["metrics"]  # needs a checkpoint file: not in default runs
 
     report = (out / "report" / "table.md").read_text()
-    assert TINY_WARNING in report and "| eligen |" in report
+    assert TINY_WARNING in report and "| EliGen |" in report  # the method's display name
     assert TINY_WARNING in (out / "report" / "index.html").read_text()
     for name in ("table.tex", "win_rates.md", "reference.md", "breakdown_entities.md", "summary.csv"):
         assert (out / "report" / name).exists(), name

@@ -20,8 +20,10 @@ from eligen_bench.suite import Suite
 TEXT = '<script>alert(1)</script> "><img src=x onerror=alert(2)> a|b & 50% x_y $z$ back\\slash'
 LINES = TEXT + "\nINJECTED | row | here |\n\n% INJECTED\n"
 """With newlines: a Markdown row, a blank line (ends a LaTeX paragraph), a new % line."""
-GENERATORS = ("gen<b>|x%_$&\\", "=1+2")
-METRIC = "fill\n| INJECTED |<marquee>"
+GENERATORS = ("gen-b.x_1", "g2")
+"""Generator labels are folder names: a received run may hold only safe names there."""
+METRIC = "=1+2 fill| INJECTED |<marquee>"
+"""A metric label is free text on one line (a received run's text may not hold line breaks)."""
 
 
 def hostile_run(root: Path) -> Path:
@@ -34,12 +36,12 @@ def hostile_run(root: Path) -> Path:
     metric = {"name": "region_fill", "options": {"template": LINES}, "identity": {"template": LINES},
               "key": "k_fill", "higher_is_better": True, "level": "entity", "scale": 1}
     manifest = {
-        "format": 1, "eligen_bench_version": LINES, "created": LINES, "code_version": LINES, "profile": "full",
-        "warnings": [f"suite note: {LINES}"],
+        "format": 1, "eligen_bench_version": TEXT, "created": TEXT, "code_version": TEXT, "profile": "full",
+        "warnings": [f"suite note: {TEXT}"],
         "config": {"suite": {"name": "hostile", "version": "1", "hash": suite.hash, "count": 2, "notes": [TEXT]},
                    "generators": {g: {"name": "box-painter", "settings": {"note": LINES}} for g in GENERATORS},
                    "metrics": {METRIC: metric}, "seeds": 1, "base_seed": 0},
-        "adapt_notes": {GENERATORS[0]: [LINES]},
+        "adapt_notes": {GENERATORS[0]: [TEXT]},
     }
     (run / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     rows = []
@@ -99,10 +101,10 @@ def test_per_run_report_escapes_every_user_text(hostile: Path) -> None:
     for path in report.glob("*.md"):
         check_markdown(path.read_text(encoding="utf-8"))
     table = (report / "table.md").read_text(encoding="utf-8")
-    assert "gen&lt;b&gt;\\|x%\\_\\$&amp;\\\\" in table  # the label itself is kept, as text
+    assert escape.markdown_text(METRIC) in table and "\\| INJECTED \\|&lt;marquee&gt;" in table  # kept, as text
     check_latex((report / "table.tex").read_text(encoding="utf-8"))
     summary = pd.read_csv(report / "summary.csv")
-    assert "'=1+2" in set(summary["generator"]) and summary["mean"].dtype.kind == "f"
+    assert "'" + METRIC in set(summary["metric"]) and summary["mean"].dtype.kind == "f"
     assert sorted(summary["mean"]) == pytest.approx([0.25, 0.75])
 
 
@@ -112,7 +114,7 @@ def test_leaderboard_escapes_every_user_text(hostile: Path, tmp_path: Path) -> N
     provenance = (tmp_path / "site" / "provenance" / "hostile-run.html").read_text(encoding="utf-8")
     assert "<script>" not in provenance and "<img src=x" not in provenance
     data = json.loads((tmp_path / "site" / "leaderboard.json").read_text(encoding="utf-8"))
-    assert data["groups"][0]["runs"][0]["code_version"] == LINES
+    assert data["groups"][0]["runs"][0]["code_version"] == TEXT
 
 
 def test_escape_functions() -> None:

@@ -206,11 +206,16 @@ def test_regression_check_fails_only_on_a_worse_comparable_run(tmp_path, capsys)
                "--fail-on-regression")
     assert same == 0
     capsys.readouterr()
+    # The label names another configuration (a new checkpoint): shown, gated only when asked.
     worse = run(tmp_path / "worse", "p=harness_plugins:BoxPainter[skip_every=1]", "--compare",
                 str(tmp_path / "last"), "--fail-on-regression")
+    assert worse == 2
+    assert "nothing comparable to check" in capsys.readouterr().err
+    worse = run(tmp_path / "worse", "p=harness_plugins:BoxPainter[skip_every=1]", "--compare",
+                str(tmp_path / "last"), "--fail-on-regression", "--gate-changed", "p")
     assert worse == 1
     printed = capsys.readouterr().out
-    assert f"regression: p {FILL}" in printed and "in last" in printed
+    assert f"regression gate: FAIL (1 comparison, 1 regression: {FILL} p -1.00 [-1.00, -1.00] vs last)" in printed
     assert (tmp_path / "worse" / "report" / "deltas.md").exists()
 
 

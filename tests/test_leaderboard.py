@@ -4,6 +4,7 @@ itself in a real headless browser (skipped, saying why, when no chromium is inst
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import shutil
@@ -14,6 +15,7 @@ import pandas as pd
 import pytest
 from test_report import make_run
 
+from eligen_bench import configurations
 from eligen_bench.cli import main
 from eligen_bench.layout import Entity, Layout
 from eligen_bench.suite import Suite
@@ -66,6 +68,9 @@ def test_groups_by_suite_and_says_what_it_set_apart(site: tuple[Path, str]) -> N
     assert [len(g["runs"]) for g in data["groups"]] == [2, 1]
     assert [g["suite"]["name"] for g in data["groups"]] == ["hostile", "small"]
     assert "2 different suites" in printed and "notes.txt: not a run folder" in printed
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "notes.txt" not in page and str(out.parent) not in page  # terminal only: local paths
+    assert "notes.txt" not in json.dumps(data)
     first = data["groups"][0]
     rows = {(r["run"], r["bucket"]): r for r in first["rows"]}
     assert {b for _, b in rows} == {"all", "1-2", "3-4"}
@@ -80,6 +85,44 @@ def test_groups_by_suite_and_says_what_it_set_apart(site: tuple[Path, str]) -> N
     assert rows[("good", "1-2")]["layouts"] == 2 and rows[("good", "3-4")]["layouts"] == 2
     assert (out / "provenance" / "good.html").is_file()
     assert json.loads((out / "provenance" / "good" / "manifest.json").read_text())["code_version"]
+
+
+def test_rows_say_what_they_are_and_publish_no_local_path(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "private" / "ckpt" / "step20000.safetensors"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"weights")
+    run = make_run(tmp_path / "runs", "a")
+    manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+    manifest["config"]["generators"]["eligen"] = {"name": "eligen", "settings": {"lora": str(checkpoint),
+                                                                                 "lora_scale": 0.5}}
+    manifest["configurations"] = {"eligen": {
+        "name": "eligen", "title": "EliGen", "changed": {"lora": str(checkpoint), "lora_scale": 0.5},
+        "files": configurations.local_files({"lora": str(checkpoint)})}}
+    (run / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    site = tmp_path / "site"
+    assert main(["leaderboard", str(run), "--out", str(site), "--bootstrap-resamples", "20"]) == 0
+    digest = hashlib.sha256(b"weights").hexdigest()
+    group = json.loads((site / "leaderboard.json").read_text(encoding="utf-8"))["groups"][0]
+    row = next(r for r in group["rows"] if r["generator"] == "eligen" and r["bucket"] == "all")
+    assert row["configuration"]["files"]["lora"] == {"name": "step20000.safetensors", "sha256": digest}
+    assert row["configuration"]["changed"] == {"lora_scale": 0.5}
+    page = (site / "index.html").read_text(encoding="utf-8")
+    assert f"eligen; lora_scale=0.5; lora: step20000.safetensors (sha256 {digest[:12]})" in page
+    for published in site.rglob("*"):
+        if published.suffix in (".html", ".json"):
+            assert str(tmp_path) not in published.read_text(encoding="utf-8"), published
+    # Ranks and marks: gligen has the best miou, eligen the best VLM success (83.33, 80.00 strict).
+    miou = next(c["id"] for c in group["columns"] if c["labels"] == ["miou"])
+    rows = {r["generator"]: r for r in group["rows"] if r["bucket"] == "all"}
+    assert rows["gligen"]["cells"][miou]["marks"] == {"mean": "best"}
+    assert rows["eligen"]["cells"][miou]["marks"] == {"mean": "second"}
+    vlm = next(c["id"] for c in group["columns"] if c["name"] == "vlm_success")
+    assert rows["eligen"]["cells"][vlm]["marks"] == {"mean": "best", "strict_mean": "best"}
+    assert rows["migc"]["cells"][vlm]["strict_mean"] == pytest.approx(100 * 4 / 6)
+    # Per column ranks (vlm, miou, pickscore): eligen 1, 2, 1; gligen 3, 1, 2; migc 2, 3, 3.
+    assert [rows[g]["rank"] for g in ("eligen", "gligen", "migc")] == [1, 2, 3]
+    assert rows["eligen"]["mean_rank"] == pytest.approx(4 / 3)
+    assert "strict" in page
 
 
 def test_one_label_under_two_metric_keys_gets_two_columns(tmp_path: Path, capsys) -> None:
@@ -169,6 +212,22 @@ def test_page_in_a_real_browser(site: tuple[Path, str], tmp_path: Path) -> None:
         hidden = [r for r in driver.find_elements("css selector", "tr.row[data-bucket='all']")]
         assert hidden and not any(r.is_displayed() for r in hidden)
         Select(driver.find_element("id", "bucket")).select_by_value("all")
+        # Each row names its configuration: the same label 'painter' is two configurations here.
+        names = [h.text.split("\n")[0] for h in headers]
+        assert names[:4] == ["rank", "run", "label", "configuration"]
+        rows = [r for r in table.find_elements("css selector", "tbody tr") if r.is_displayed()]
+        configs = {r.find_elements("tag name", "td")[1].text: r.find_elements("tag name", "td")[3].text for r in rows}
+        assert configs == {"good": "box-painter; defaults", "worse": "box-painter; skip_every=2"}
+        ranks = {r.find_elements("tag name", "td")[1].text: r.find_elements("tag name", "td")[0].text for r in rows}
+        assert ranks == {"good": "1", "worse": "2"}
+        best = driver.execute_script("return Array.from(document.querySelectorAll('table.board td b'))"
+                                     ".filter(b => b.offsetParent !== null).length")
+        assert best >= 1  # the best value of the column is marked
+        # The image comparisons fit the page's width; one compact notice per run at most.
+        assert driver.execute_script("return Array.from(document.querySelectorAll('table.grid'))"
+                                     ".every(t => t.getBoundingClientRect().right <= "
+                                     "document.documentElement.clientWidth + 1)")
+        assert not driver.find_elements("css selector", "div.warn")
         # A prompt holding <script> is shown as text, and ran nothing.
         assert HOSTILE_PROMPT in driver.find_element("tag name", "body").text
         assert driver.execute_script("return document.querySelectorAll('img[onerror]').length") == 0

@@ -92,3 +92,19 @@ def test_a_worker_killed_mid_run_loses_only_its_items_in_flight(tmp_path) -> Non
     table = pd.read_parquet(out / "scores.parquet")
     assert set(zip(table.layout_id, table.seed_index, strict=True)) >= {
         (layout.id, i) for layout in suite.layouts if layout.entities for i in range(2)}
+
+
+def test_ray_actors_and_the_local_process_make_identical_tiny_images(tmp_path) -> None:
+    """GLIGEN and MultiDiffusion on CPU depend on torch's thread count; every executor uses the
+    same setting (`--threads`, default 1), so the images are equal byte for byte."""
+    import json
+
+    args = ["generate", "--profile", "tiny", "--generators", "gligen,multidiffusion", "--limit", "3", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "local")]) == 0
+    assert main([*args, "--out", str(tmp_path / "ray"), "--executor", "ray", "--workers", "1"]) == 0
+    images = sorted((tmp_path / "local" / "images").rglob("*.png"))
+    assert len(images) == 6
+    for image in images:
+        assert (tmp_path / "ray" / image.relative_to(tmp_path / "local")).read_bytes() == image.read_bytes(), image
+    workers = json.loads((tmp_path / "ray" / "manifest.json").read_text())["workers"].values()
+    assert {(w["executor"], w["threads"], w["torch_threads"]) for w in workers} == {("ray", 1, 1)}

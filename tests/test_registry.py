@@ -12,9 +12,9 @@ from eligen_bench.cli import main
 
 from fixtures import add_generator_entry
 
-BUILT_IN_GENERATORS = {"flux", "eligen", "regional-flux", "gligen", "multidiffusion", "migc", "instancediffusion"}
+BUILT_IN_GENERATORS = {"flux", "eligen", "regional-flux", "gligen", "multidiffusion", "migc", "instancediffusion", "roictrl"}
 BUILT_IN_METRICS = {"miou", "clip_entity", "clip_global", "aesthetic", "vlm_success", "pickscore", "mps",
-                    "mig_bench"}
+                    "mig_bench", "instdiff_attribute_acc", "instdiff_regional_clip", "instdiff_ap"}
 
 
 def test_built_ins_register_through_entry_points() -> None:

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "results" / "reference" / "eligen_table1.csv"
 GENERATORS = ("eligen", "gligen", "migc")
 VLM = "vlm_success[judge=qwen2vl]"
-FAST = ReportOptions(bootstrap_resamples=200)
+FAST = ReportOptions(bootstrap_resamples=200, plot_formats=("png",))
 
 # Entity-level values per generator, per layout (L0: 1 entity, L1: 2, L2: 3).
 # A (value, status) tuple marks an invalid row; its value must never reach a mean.

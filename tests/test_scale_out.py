@@ -143,3 +143,19 @@ def test_status_names_exactly_what_is_missing(tmp_path, capsys) -> None:
     capsys.readouterr()
     assert main(["status", str(out)]) == 0
     assert capsys.readouterr().out.strip().endswith("complete")
+
+
+def test_a_lone_shard_says_what_it_waits_for_and_gives_up_at_its_timeout(tmp_path, capsys, caplog) -> None:
+    suite = suite_file(tmp_path / "s.jsonl", count=2)
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(run_args(suite, out, "--shard", "0/2", "--wait-timeout", "1.5")) == 2
+    waits = [r.getMessage() for r in caplog.records if "waiting for" in r.getMessage()]
+    assert len(waits) == 1 and "of the other shards" in waits[0] and f"eligen-bench status {out}" in waits[0]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--wait-timeout: " in err and "still missing after 1.5 s" in err, err
+    assert main(["status", str(out)]) == 1  # its own images are kept for the partner to find
+    assert main(run_args(suite, out, "--wait-timeout", "1")) == 2
+    assert "--wait-timeout: only applies with --shard" in capsys.readouterr().err
+    assert main(run_args(suite, out, "--shard", "0/2", "--wait-timeout", "0")) == 2
+    assert "argument --wait-timeout: must be a number in (0, " in capsys.readouterr().err

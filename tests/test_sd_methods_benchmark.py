@@ -26,7 +26,7 @@ def _load_script() -> ModuleType:
     return module
 
 
-@pytest.mark.parametrize("method", ["gligen", "migc", "instancediffusion", "multidiffusion"])
+@pytest.mark.parametrize("method", ["gligen", "migc", "instancediffusion", "roictrl", "multidiffusion"])
 def test_builds_each_method_and_makes_an_image(method: str, tmp_path: Path) -> None:
     bench = _load_script()
     generator = bench.build_generator(method, bench.TINY, tmp_path, "cpu", steps=2)

@@ -42,8 +42,9 @@ def test_tiny_run_prints_fewer_than_40_lines_and_records_truncation(tmp_path: Pa
     text = "\n".join(printed)
     assert "INFO" not in text and "truncated because" not in text and "Loading" not in text
     assert "Warning" not in text  # no Python warnings of the model libraries
-    assert f"wrote {out / 'report' / 'index.html'}" in text
-    assert any(line.startswith("eligen ") for line in printed)  # the main table, in plain text
+    last = quiet.stdout.rstrip("\n").split("\n")[-1]
+    assert last.startswith(f"report: {out / 'report' / 'index.html'}")  # where the report is, last
+    assert any(line.startswith("EliGen ") and "[" in line for line in printed)  # the main table, with intervals
     # One bar per stage: every line with a bar is the generate or the score stage's.
     bars = [line for line in printed if "kept from before" in line]
     assert bars and all(line.lstrip("\r").startswith(("generate", "score")) for line in bars), bars

@@ -78,6 +78,8 @@ class Generator(ABC):
     defaults: ClassVar[Mapping[str, Any]] = {}
     description: ClassVar[str] = ""
     reference: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""
+    """How tables print the method when its label is its name ("EliGen"); empty: the name."""
     """The code the defaults follow: "owner/repo@commit: path[, path]" (empty when none)."""
     in_default_run: ClassVar[bool] = True
     """Part of `run` when no list is given (False for plugins that need a file or opt-in)."""

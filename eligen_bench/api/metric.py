@@ -132,6 +132,8 @@ class Metric(ABC):
     defaults: ClassVar[Mapping[str, Any]] = {}
     description: ClassVar[str] = ""
     reference: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""
+    """How tables print the metric, as papers do ("mIoU", "Entity CLIP"); empty: the name."""
     """The code its defaults follow: "owner/repo@commit: path" (several joined by "; ")."""
     in_default_run: ClassVar[bool] = True
     """Part of `run` when no list is given (False for plugins that need a file or opt-in)."""
@@ -155,6 +157,10 @@ class Metric(ABC):
         self.options: dict[str, Any] = {**self.defaults, **options}
         self.model = model
         self._rows: list[ScoreRow] = []
+
+    def title(self) -> str:
+        """The metric as tables print it: `display_name` (else its name); options may add to it."""
+        return self.display_name or self.name
 
     def model_ids(self) -> dict[str, str]:
         """Hub ids and revisions of the models this metric uses."""

@@ -11,6 +11,7 @@ from eligen_bench.api.metric import Metric, ScoreItem
 from eligen_bench.claims import make_all
 from eligen_bench.requests import GenerationRequest
 from eligen_bench.rundir import RunDir, worker_record
+from eligen_bench.runtime import DEFAULT_THREADS
 from eligen_bench.stages.generate import make_images
 from eligen_bench.stages.score import score_shard
 
@@ -18,8 +19,8 @@ from eligen_bench.stages.score import score_shard
 class LocalExecutor:
     name = "local"
 
-    def __init__(self, device: str | None = None) -> None:
-        self.worker = worker_record(self.name, device)
+    def __init__(self, device: str | None = None, threads: int = DEFAULT_THREADS) -> None:
+        self.worker = worker_record(self.name, device, threads)
 
     def generate(self, run: RunDir, label: str, generator: Generator,
                  batches: Sequence[Sequence[GenerationRequest]], bar: Any) -> None:

@@ -21,9 +21,11 @@ from typing import Any
 
 from eligen_bench.api.generator import Generator
 from eligen_bench.api.metric import Metric, ScoreItem
+from eligen_bench.arguments import MAX_GPUS_PER_WORKER, MAX_WORKERS
 from eligen_bench.errors import InputError
 from eligen_bench.requests import GenerationRequest
 from eligen_bench.rundir import RunDir
+from eligen_bench.runtime import DEFAULT_THREADS
 
 log = logging.getLogger(__name__)
 DEPTH = 2
@@ -74,7 +76,7 @@ def check_reachable(address: str) -> None:
 class ItemWorker:
     """Runs in a Ray actor: one generator or metric, loaded once, many work items."""
 
-    def __init__(self, run_root: str, plugin: Generator | Metric) -> None:
+    def __init__(self, run_root: str, plugin: Generator | Metric, threads: int) -> None:
         import ray
 
         from eligen_bench.rundir import worker_record
@@ -82,7 +84,9 @@ class ItemWorker:
         self.run = RunDir(Path(run_root))
         self.plugin = plugin
         gpus = ray.get_gpu_ids()
-        self.worker = worker_record("ray", f"gpu {','.join(str(g) for g in gpus)}" if gpus else plugin.device)
+        # Ray sets OMP_NUM_THREADS to the actor's CPUs; the items use `threads`, as any executor's do.
+        self.worker = worker_record("ray", f"gpu {','.join(str(g) for g in gpus)}" if gpus else plugin.device,
+                                    threads)
         self.worker["node"] = ray.get_runtime_context().get_node_id()
 
     # Each call returns this worker's record, so the driver learns who made what without
@@ -109,14 +113,17 @@ class ItemWorker:
 class RayExecutor:
     name = "ray"
 
-    def __init__(self, address: str | None = None, workers: int = 1, gpus_per_worker: float = 0) -> None:
-        if workers < 1:
-            raise InputError(f"must be at least 1, got {workers}", field="--workers")
-        if gpus_per_worker < 0:
-            raise InputError(f"must be 0 or more, got {gpus_per_worker}", field="--gpus-per-worker")
+    def __init__(self, address: str | None = None, workers: int = 1, gpus_per_worker: float = 0,
+                 threads: int = DEFAULT_THREADS) -> None:
+        if not 1 <= workers <= MAX_WORKERS:
+            raise InputError(f"must be an integer in [1, {MAX_WORKERS}], got {workers}", field="--workers")
+        if not 0 <= gpus_per_worker <= MAX_GPUS_PER_WORKER:  # NaN fails too
+            raise InputError(f"must be a number in [0, {MAX_GPUS_PER_WORKER:g}], got {gpus_per_worker}",
+                             field="--gpus-per-worker")
         self.ray = _import_ray()
         self.workers_wanted = workers
         self.gpus = gpus_per_worker
+        self.threads = threads
         self._connect(address)
         self._check_resources()
         self._seen: dict[str, dict[str, Any]] = {}
@@ -165,7 +172,7 @@ class RayExecutor:
         self._count += 1
         actor = _actor_class(self.ray).options(
             name=f"{actor_prefix()}{stage}-{self._count}", num_cpus=0 if self.gpus else 1,
-            num_gpus=self.gpus).remote(str(run.root.resolve()), plugin)
+            num_gpus=self.gpus).remote(str(run.root.resolve()), plugin, self.threads)
         return actor
 
     def _dispatch(self, run: RunDir, plugin: Generator | Metric, stage: str, tasks: list[Any],

@@ -8,6 +8,7 @@ is still written, so a reader sees both the numbers and why they may not be comp
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -46,6 +47,47 @@ def comparability_warnings(run: Run, other: Run) -> list[str]:
     return found
 
 
+def configuration_differences(run: Run, other: Run) -> dict[str, list[str]]:
+    """Generator labels of both runs that name different configurations, with what differs
+    ('method flux there, eligen here', 'lora_scale: 0.5 there, 1.0 here')."""
+    ours_all, theirs_all = run.config.get("generators", {}), other.config.get("generators", {})
+    found: dict[str, list[str]] = {}
+    for label in run.generators:
+        ours, theirs = ours_all.get(label), theirs_all.get(label)
+        if not isinstance(ours, dict) or not isinstance(theirs, dict) or ours == theirs:
+            continue
+        found[label] = _identity_differences(ours, theirs)
+    return found
+
+
+def _identity_differences(ours: dict, theirs: dict) -> list[str]:
+    differences = []
+    if ours.get("name") != theirs.get("name"):
+        differences.append(f"method {theirs.get('name')} there, {ours.get('name')} here")
+    for part in ("settings", "models"):
+        mine, yours = ours.get(part) or {}, theirs.get(part) or {}
+        if not isinstance(mine, dict) or not isinstance(yours, dict):
+            continue
+        for key in sorted(set(mine) | set(yours)):
+            if mine.get(key, _ABSENT) != yours.get(key, _ABSENT):
+                differences.append(f"{key}: {_shown(yours.get(key, _ABSENT))} there, {_shown(mine.get(key, _ABSENT))} here")
+    known = {"name", "settings", "models"}
+    for key in sorted((set(ours) | set(theirs)) - known):
+        if ours.get(key) != theirs.get(key):
+            differences.append(f"{key}: {_shown(theirs.get(key, _ABSENT))} there, {_shown(ours.get(key, _ABSENT))} here")
+    return differences or ["identity differs"]
+
+
+_ABSENT = object()
+
+
+def _shown(value: object) -> str:
+    if value is _ABSENT:
+        return "(not set)"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _keys(run: Run, label: str) -> set[str]:
     return set(run.scores.loc[run.scores["metric"] == label, "metric_key"]) - {""}
 
@@ -59,20 +101,39 @@ def comparable_metrics(run: Run, other: Run) -> set[str]:
             if label in other.metrics and other.metrics[label].key == info.key}
 
 
+def unmeasured_warnings(summary: pd.DataFrame, other_summary: pd.DataFrame, other_name: str) -> list[str]:
+    """Cells both runs have but that cannot be compared because a mean is not finite (no valid
+    values): said, so a gate that finds nothing to compare names the real reason."""
+    means = {(r.generator, r.metric): r.mean for r in other_summary.itertuples(index=False)}
+    found = []
+    for row in summary.itertuples(index=False):
+        theirs = means.get((row.generator, row.metric))
+        if theirs is None or (math.isfinite(row.mean) and math.isfinite(theirs)):
+            continue
+        where = "in either run" if not math.isfinite(row.mean) and not math.isfinite(theirs) else \
+            "here" if not math.isfinite(row.mean) else "there"
+        found.append(f"run {other_name}: {row.generator} / {row.metric} has no valid value {where} "
+                     "(no finite mean), so it is not compared")
+    return found
+
+
 def delta_table(summary: pd.DataFrame, other_summary: pd.DataFrame, other_name: str,
                 comparable: set[str] | None = None,
-                paired: dict[tuple[str, str], tuple[float, float]] | None = None) -> pd.DataFrame:
+                paired: dict[tuple[str, str], tuple[float, float]] | None = None,
+                changed: Iterable[str] = ()) -> pd.DataFrame:
     """This run minus the other run per (generator, metric) both have.
 
     `paired` gives, per (generator, label), the interval of the difference under a shared layout
     resampling (`stats.paired_difference_interval`); `exceeds_ci` is True when that interval
     excludes 0. Cells without one (run-level statistics such as COCO AP) fall back to asking
     whether the other run's mean lies outside this run's own interval. `comparable` is False
-    for labels outside `comparable` (all labels count as comparable when it is None).
+    for labels outside `comparable` (all labels count as comparable when it is None);
+    `same_configuration` is False for the generator labels in `changed`.
     """
     import pandas as pd
 
     paired = paired or {}
+    changed = set(changed)
     theirs = {(r.generator, r.metric): r for r in other_summary.itertuples(index=False)}
     records = []
     for row in summary.itertuples(index=False):
@@ -88,10 +149,11 @@ def delta_table(summary: pd.DataFrame, other_summary: pd.DataFrame, other_name: 
                         "this": row.mean, "other_mean": other.mean, "delta": row.mean - other.mean,
                         "delta_ci_low": low, "delta_ci_high": high,
                         "ci_low": row.ci_low, "ci_high": row.ci_high, "exceeds_ci": exceeds,
-                        "comparable": comparable is None or row.metric in comparable})
+                        "comparable": comparable is None or row.metric in comparable,
+                        "same_configuration": row.generator not in changed})
     return pd.DataFrame.from_records(records, columns=[
         "other", "generator", "metric", "this", "other_mean", "delta", "delta_ci_low", "delta_ci_high",
-        "ci_low", "ci_high", "exceeds_ci", "comparable"])
+        "ci_low", "ci_high", "exceeds_ci", "comparable", "same_configuration"])
 
 
 def regressions(deltas: pd.DataFrame, metrics: dict) -> pd.DataFrame:

@@ -2,29 +2,28 @@
 
 A run folder holds `manifest.json`, `suite.jsonl`, `images/<generator>/<layout>_<seed>.png`
 and `scores.parquet`. Problems that do not stop a report (rows of an unknown metric, a label
-scored under two metric keys) become warnings; problems that do (a missing manifest, a score
-table without its columns) raise `InputError` naming the file.
+scored under two metric keys) become warnings; problems that do (a missing manifest, a field
+of the wrong type, a score table without its columns) raise `InputError` naming the file and
+the field. The manifest and the score table are read through `run_records`, which checks
+every field and opens only regular files inside the run (the run may be someone else's).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eligen_bench.errors import InputError
-from eligen_bench.suite import Suite, read_suite
+from eligen_bench.run_records import SCORE_COLUMNS, read_manifest, read_score_table
+from eligen_bench.rundir import RunDir
+from eligen_bench.suite import Suite
 from eligen_bench.tiny import TINY_WARNING
 
 if TYPE_CHECKING:
     import pandas as pd
 
-SCORE_COLUMNS = (
-    "metric", "generator", "layout_id", "seed_index", "seed", "entity_index",
-    "value", "status", "detail", "image_sha256", "metric_key",
-)
 IMAGE_LEVEL = -1
 
 
@@ -132,8 +131,10 @@ def load_run(path: str | Path) -> Run:
     path = Path(path)
     if not path.is_dir():
         raise InputError("no such run folder", where=str(path))
-    manifest = _read_manifest(path / "manifest.json")
-    suite = read_suite(path / "suite.jsonl")
+    manifest = read_manifest(path)
+    if manifest is None:
+        raise InputError("missing manifest.json (not a run folder?)", where=str(path / "manifest.json"))
+    suite = RunDir(path).read_suite()
     where = str(path / "manifest.json")
     raw_metrics = manifest.get("config", {}).get("metrics", {})
     if not isinstance(raw_metrics, dict):
@@ -143,24 +144,12 @@ def load_run(path: str | Path) -> Run:
     recorded = manifest.get("config", {}).get("suite", {}).get("hash")
     if recorded and recorded != suite.hash:
         warnings.append(f"suite.jsonl hashes to {suite.hash}, the manifest records {recorded}")
-    scores = _read_scores(path / "scores.parquet")
+    scores = _read_scores(path)
     scores = _known_rows(scores, metrics, suite, warnings)
     scores = _one_key_per_label(scores, metrics, warnings, run=path.name)
     generators = [str(g) for g in manifest.get("config", {}).get("generators", {})]
     generators += sorted(set(scores["generator"]) - set(generators))
     return Run(path, manifest, suite, scores, metrics, generators, warnings)
-
-
-def _read_manifest(path: Path) -> dict[str, Any]:
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("missing manifest.json (not a run folder?)", where=str(path)) from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read manifest ({exc})", where=str(path)) from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("config", {}), dict):
-        raise InputError("expected a JSON object with a 'config' object", where=str(path))
-    return manifest
 
 
 def _manifest_warnings(manifest: dict[str, Any]) -> list[str]:
@@ -170,22 +159,16 @@ def _manifest_warnings(manifest: dict[str, Any]) -> list[str]:
     return warnings
 
 
-def _read_scores(path: Path) -> pd.DataFrame:
+def _read_scores(run: Path) -> pd.DataFrame:
     import pandas as pd
 
-    if not path.exists():
+    scores = read_score_table(run, run / "scores.parquet")  # checked: types, ranges, safe names
+    if scores is None:
         # A run that has generated but not yet scored still gets a report (image grid).
         return pd.DataFrame({column: pd.Series(dtype=_dtype(column)) for column in SCORE_COLUMNS})
-    try:
-        scores = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several types on a damaged file
-        raise InputError(f"cannot read score table ({exc})", where=str(path)) from None
-    missing = [c for c in SCORE_COLUMNS if c not in scores.columns and c not in ("detail", "image_sha256", "seed")]
-    if missing:
-        raise InputError(f"missing column(s) {missing}", where=str(path))
     for column in SCORE_COLUMNS:
         if column not in scores.columns:
-            scores[column] = pd.Series([None] * len(scores), dtype=_dtype(column))
+            scores[column] = pd.Series([None] * len(scores), dtype="object")  # optional: detail, image_sha256, seed
     scores = scores.astype({"metric": str, "generator": str, "layout_id": str, "status": str,
                             "metric_key": str, "seed_index": "int64", "entity_index": "int64",
                             "value": "float64"})

@@ -1,4 +1,4 @@
-"""`index.html`: a static leaderboard page (no scripts) next to the other report files.
+"""`index.html`: a run's static report page (no scripts) next to the other report files.
 
 The page lives in `<run>/report/`, so images are linked as `../images/<generator>/<file>`;
 entity boxes are inline SVG rectangles in normalised coordinates laid over each image.
@@ -6,29 +6,33 @@ entity boxes are inline SVG rectangles in normalised coordinates laid over each 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from eligen_bench.escape import html_text, url_path
 from eligen_bench.layout import Layout
 from eligen_bench.report.data import Run
+from eligen_bench.run_files import is_run_file
 
 PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
            "#fabed4", "#469990", "#dcbeff", "#9a6324")
 
 STYLE = """
 body{font-family:sans-serif;margin:1.5em;max-width:1400px}
-.warn{background:#fde2e1;border:2px solid #c0392b;color:#7b241c;padding:.6em 1em;margin-bottom:1em;font-weight:bold}
+.warn{background:#fde2e1;border:2px solid #c0392b;color:#7b241c;padding:.6em 1em;margin-bottom:1em}
+.warn ul{margin:.3em 0 0 0}
 table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:.25em .5em;text-align:center;font-size:.9em}
 .ci{color:#777;font-size:.8em}
 .note{color:#555;font-size:.85em}
-.grid td{vertical-align:top}
-.frame{position:relative;display:inline-block;width:200px;line-height:0}
-.frame img{width:200px;height:auto;display:block}
+table.grid{width:100%;table-layout:fixed}
+.grid td,.grid th{vertical-align:top;padding:2px;overflow-wrap:anywhere}
+.grid td.prompts{width:14em}
+.frame{position:relative;display:inline-block;width:100%;max-width:200px;line-height:0}
+.frame img{width:100%;height:auto;display:block}
 .frame svg{position:absolute;left:0;top:0;width:100%;height:100%}
-.missing{width:200px;height:200px;background:#eee;color:#999;line-height:200px}
-.prompts{text-align:left;max-width:320px;font-size:.8em}
+.missing{width:100%;max-width:200px;aspect-ratio:1;background:#eee;color:#999;display:flex;align-items:center;justify-content:center}
+.prompts{text-align:left;font-size:.8em}
 .tag{position:absolute;font-size:9px;line-height:1.1;color:#fff;padding:0 2px;max-width:45%;overflow:hidden;white-space:nowrap;text-overflow:ellipsis}
 .swatch{display:inline-block;width:.8em;height:.8em;margin-right:.3em}
 """
@@ -53,12 +57,22 @@ class Page:
 
 
 def render(page: Page) -> str:
-    banner = "".join(f'<div class="warn">WARNING: {html_text(w)}</div>' for w in page.warnings)
+    banner = warning_box(page.warnings)
     facts = "".join(f"<tr><th>{html_text(k)}</th><td>{html_text(v)}</td></tr>" for k, v in page.facts)
     sections = "".join(f"<h2>{html_text(s.title)}</h2>\n{s.body}\n" for s in page.sections)
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html_text(page.title)}</title>"
             f"<style>{STYLE}</style></head><body>\n{banner}\n<h1>{html_text(page.title)}</h1>\n"
             f"<table>{facts}</table>\n{sections}</body></html>\n")
+
+
+def warning_box(warnings: Sequence[str]) -> str:
+    """Every warning of a page in one box (one line when there is one)."""
+    if not warnings:
+        return ""
+    if len(warnings) == 1:
+        return f'<div class="warn"><b>WARNING:</b> {html_text(warnings[0])}</div>'
+    items = "".join(f"<li>{html_text(w)}</li>" for w in warnings)
+    return f'<div class="warn"><b>WARNINGS ({len(warnings)}):</b><ul>{items}</ul></div>'
 
 
 def box_overlay(layout: Layout) -> str:
@@ -90,16 +104,20 @@ def prompts_cell(layout: Layout) -> str:
             f"<ul>{items}</ul></td>")
 
 
-def image_grid(run: Run, *, layouts: int = 12, seed_index: int = 0) -> str:
-    """The first `layouts` layouts, one row each, one column per generator, boxes overlaid."""
-    head = "<th>layout</th>" + "".join(f"<th>{html_text(g)}</th>" for g in run.generators)
+def image_grid(run: Run, *, layouts: int = 12, seed_index: int = 0, generators: Sequence[str] | None = None,
+               names: Mapping[str, str] | None = None) -> str:
+    """The first `layouts` layouts, one row each, one column per generator, boxes overlaid;
+    the table takes the page's width and the images shrink to fit it."""
+    generators = list(run.generators if generators is None else generators)
+    names = names or {}
+    head = '<th class="prompts">layout</th>' + "".join(f"<th>{html_text(names.get(g, g))}</th>" for g in generators)
     rows = []
     for layout in run.suite.layouts[:layouts]:
         cells = [prompts_cell(layout)]
         overlay = box_overlay(layout)
-        for generator in run.generators:
+        for generator in generators:
             path = run.image_path(generator, layout.id, seed_index)
-            if path.exists():
+            if is_run_file(run.path, path):  # never a link out of the run, nor a FIFO
                 link = html_text(url_path("..", "images", generator, path.name))
                 cells.append(f'<td><a href="{link}"><div class="frame"><img src="{link}" '
                              f'alt="{html_text(generator)} {html_text(layout.id)}" loading="lazy">'

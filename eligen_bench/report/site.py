@@ -172,7 +172,10 @@ def bucket_run(run: Run, bucket: str) -> Run:
 
 
 def build_rows(group: Group, options: stats.BootstrapOptions) -> None:
-    """One row per (run, generator, bucket); cells by column id, with interval and counts."""
+    """One row per (run, generator, bucket); cells by column id, with interval and counts; then
+    each bucket's rows ranked and each column's best and second best marked."""
+    from eligen_bench.report.configuration import configuration
+
     column_of = {(label, c.key): c.id for c in group.columns for label in c.labels}
     for run_id, run in group.runs:
         for bucket in [ALL, *group.buckets]:
@@ -185,10 +188,61 @@ def build_rows(group: Group, options: stats.BootstrapOptions) -> None:
                     key = run.metrics[r.metric].key or f"(no key) {r.metric}"
                     cells[column_of[(r.metric, key)]] = {
                         "label": r.metric, "mean": _number(r.mean), "ci_low": _number(r.ci_low),
-                        "ci_high": _number(r.ci_high), "n": int(r.n), "n_layouts": int(r.n_layouts)}
+                        "ci_high": _number(r.ci_high), "strict_mean": _number(r.strict_mean),
+                        "strict_ci_low": _number(r.strict_ci_low), "strict_ci_high": _number(r.strict_ci_high),
+                        "n": int(r.n), "n_layouts": int(r.n_layouts), "n_unparsed": int(r.n_unparsed)}
                 group.rows.append({"run": run_id, "generator": generator, "bucket": bucket,
                                    "layouts": len(part.suite.layouts), "seeds": run.seeds,
-                                   "profile": run.profile, "cells": cells})
+                                   "profile": run.profile, "configuration": configuration(run, generator),
+                                   "cells": cells})
+    rank_rows(group)
+
+
+STRICT_FIELD = "strict_mean"
+"""A VLM success column shows the strict rate (unparsed answers count as failures) beside it."""
+RANK_DECIMALS = 2
+"""Values are ranked and marked at the precision the page shows them."""
+
+
+def value_fields(column: Column) -> list[str]:
+    from eligen_bench.report.tables import STRICT_METRICS
+
+    return ["mean", STRICT_FIELD] if column.name in STRICT_METRICS else ["mean"]
+
+
+def rank_rows(group: Group) -> None:
+    """Per bucket: mark each column's best and second best (`marks` of a cell, by the metric's
+    direction), give each row its mean rank over the columns it has (a column ranks rows by
+    competition ranking: 1 + the rows strictly better), and its place by that mean rank; rows
+    sorted by bucket, then place."""
+    from eligen_bench.report.tables import rank_marks
+
+    for bucket in dict.fromkeys(r["bucket"] for r in group.rows):
+        rows = [r for r in group.rows if r["bucket"] == bucket]
+        ranks: list[list[int]] = [[] for _ in rows]
+        for column in group.columns:
+            for name in value_fields(column):
+                values = [(r["cells"].get(column.id) or {}).get(name) for r in rows]
+                shown = [round(v, RANK_DECIMALS) if v is not None else None for v in values]
+                for row, mark in zip(rows, rank_marks([v if v is not None else math.nan for v in shown],
+                                                      higher_is_better=column.higher_is_better,
+                                                      decimals=RANK_DECIMALS), strict=True):
+                    if mark and column.id in row["cells"]:
+                        row["cells"][column.id].setdefault("marks", {})[name] = mark
+                if name != "mean":
+                    continue  # the strict rate is shown, not ranked twice
+                sign = 1.0 if column.higher_is_better else -1.0
+                for i, value in enumerate(shown):
+                    if value is not None:
+                        ranks[i].append(1 + sum(1 for other in shown if other is not None and sign * other > sign * value))
+        for row, row_ranks in zip(rows, ranks, strict=True):
+            row["mean_rank"] = sum(row_ranks) / len(row_ranks) if row_ranks else None
+        for row in rows:
+            mine = row["mean_rank"]
+            row["rank"] = None if mine is None else 1 + sum(
+                1 for other in rows if other["mean_rank"] is not None and other["mean_rank"] < mine - 1e-12)
+    position = {b: i for i, b in enumerate(dict.fromkeys(r["bucket"] for r in group.rows))}
+    group.rows.sort(key=lambda r: (position[r["bucket"]], r["rank"] is None, r["rank"] or 0))
 
 
 def _number(value: float) -> float | None:
@@ -201,16 +255,19 @@ class Leaderboard:
 
     groups: list[Group]
     notes: list[str]
+    """What the page says was set apart (suites, seeds, metric keys)."""
+    skipped: list[str] = field(default_factory=list)
+    """What a glob matched that is no run folder: said on the terminal only (local paths)."""
 
 
 def build_leaderboard(patterns: Sequence[str], *, bootstrap: stats.BootstrapOptions | None = None) -> Leaderboard:
     """Load every run (all are checked before anything is written), group, summarise."""
-    paths, notes = expand_runs(patterns)
+    paths, skipped = expand_runs(patterns)
     runs = [load_run(path) for path in paths]
     groups = group_runs(runs)
-    notes += apart_notes(groups)
+    notes = apart_notes(groups)
     for group in groups:
         build_columns(group)
         build_rows(group, bootstrap or stats.BootstrapOptions())
         notes += group.notes
-    return Leaderboard(groups, notes)
+    return Leaderboard(groups, notes, skipped)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from eligen_bench.report.data import MetricInfo
+    from eligen_bench.report.names import Presentation
 
 BEST, SECOND = "best", "second"
 
@@ -56,20 +57,26 @@ def rank_marks(values: Sequence[float], *, higher_is_better: bool, decimals: int
     return [marks.get(v) if v is not None else None for v in shown]
 
 
-def header_text(info: MetricInfo, suffix: str = "") -> str:
-    unit = " (%)" if info.scale == 100 else ""
-    return f"{info.label}{suffix}{unit} {info.arrow}"
+def header_text(info: MetricInfo, suffix: str = "", name: str | None = None) -> str:
+    from eligen_bench.report.names import header
+
+    return header(info, name or info.label, suffix)
 
 
 STRICT_METRICS = ("vlm_success",)
 """Metrics whose unreadable answers get a second, strict column (unparsed counted as failures)."""
+INTERVAL_STYLES = ("none", "pm", "brackets")
+"""How a table shows a value's interval: not at all, '± half its width', or '[low, high]'."""
 
 
 def main_table(summary: pd.DataFrame, metrics: dict[str, MetricInfo], generators: Sequence[str], *,
-               decimals: int = 2, show_ci: bool = True) -> Table:
-    """Generators x metric labels: mean, [CI], best bold and second underlined per column.
+               decimals: int = 2, intervals: str = "brackets", names: Presentation | None = None) -> Table:
+    """Generators x metric labels (in the given orders): mean, its interval, best bold and
+    second underlined per column by the metric's direction.
 
     A VLM success rate takes two columns: the rate over parsed answers, then the strict rate."""
+    if intervals not in INTERVAL_STYLES:
+        raise ValueError(f"intervals must be one of {INTERVAL_STYLES}, got {intervals!r}")
     by_key = {(r.generator, r.metric): r for r in summary.itertuples(index=False)}
     columns: list[list[Cell]] = []
     headers: list[str] = []
@@ -80,30 +87,38 @@ def main_table(summary: pd.DataFrame, metrics: dict[str, MetricInfo], generators
                                                                  " strict")]
         for value_field, low_field, high_field, suffix in fields:
             columns.append(_column(by_key, label, info, generators, (value_field, low_field, high_field),
-                                   decimals=decimals, show_ci=show_ci))
-            headers.append(header_text(info, suffix))
-    rows = [(g, [column[i] for column in columns]) for i, g in enumerate(generators)]
+                                   decimals=decimals, intervals=intervals))
+            headers.append(header_text(info, suffix, names.metric(label) if names else None))
+    rows = [(names.generator(g) if names else g, [column[i] for column in columns]) for i, g in enumerate(generators)]
     notes = ["parsed: yes / (yes + no); strict: yes / all entities (unparsed answers count as failures)."] \
         if any(info.name in STRICT_METRICS for info in metrics.values()) else []
     return Table("Model", headers, rows, notes)
 
 
 def _column(by_key: dict, label: str, info: MetricInfo, generators: Sequence[str], fields: tuple[str, str, str],
-            *, decimals: int, show_ci: bool) -> list[Cell]:
+            *, decimals: int, intervals: str) -> list[Cell]:
     value_field, low_field, high_field = fields
     values = [getattr(by_key[(g, label)], value_field) if (g, label) in by_key else math.nan for g in generators]
     marks = rank_marks(values, higher_is_better=info.higher_is_better, decimals=decimals)
     cells = []
     for generator, value, mark in zip(generators, values, marks, strict=True):
-        extra = ""
         row = by_key.get((generator, label))
-        if show_ci and row is not None and math.isfinite(getattr(row, low_field)):
-            extra = f"[{fmt(getattr(row, low_field), decimals)}, {fmt(getattr(row, high_field), decimals)}]"
-        cells.append(Cell(fmt(value, decimals), extra, mark))
+        low, high = (getattr(row, low_field), getattr(row, high_field)) if row is not None else (math.nan, math.nan)
+        cells.append(Cell(fmt(value, decimals), interval_text(low, high, intervals, decimals), mark))
     return cells
 
 
-def counts_table(summary: pd.DataFrame, metrics: dict[str, MetricInfo], generators: Sequence[str]) -> Table:
+def interval_text(low: float, high: float, style: str, decimals: int) -> str:
+    """'[low, high]', '± half-width', or '' (style 'none', or no finite interval)."""
+    if style == "none" or low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return ""
+    if style == "pm":
+        return f"± {fmt((high - low) / 2, decimals)}"
+    return f"[{fmt(low, decimals)}, {fmt(high, decimals)}]"
+
+
+def counts_table(summary: pd.DataFrame, metrics: dict[str, MetricInfo], generators: Sequence[str],
+                 names: Presentation | None = None) -> Table:
     """Per generator and metric: valid values n, and rows excluded / unparsed / otherwise invalid."""
     by_key = {(r.generator, r.metric): r for r in summary.itertuples(index=False)}
     rows = []
@@ -120,8 +135,8 @@ def counts_table(summary: pd.DataFrame, metrics: dict[str, MetricInfo], generato
             if row.n_rows < row.n_expected:
                 text += f" ({row.n_rows} of {row.n_expected} rows)"
             cells.append(Cell(text))
-        rows.append((generator, cells))
-    return Table("Model", list(metrics), rows,
+        rows.append((names.generator(generator) if names else generator, cells))
+    return Table("Model", [names.metric(m) if names else m for m in metrics], rows,
                  notes=["Cells: valid values n / excluded / unparsed. Excluded and unparsed rows are "
                         "not averaged."])
 
@@ -159,23 +174,40 @@ def latex_escape(text: str) -> str:
     return escape.latex_text(text)
 
 
-def to_latex(table: Table, *, caption: str = "", label: str = "tab:eligen-bench",
-             comments: Sequence[str] = ()) -> str:
-    """A booktabs table; `comments` become % lines at the top (the warnings)."""
+LATEX_LAYOUTS = ("column", "wide")
+"""`column`: a `table` that fits one column of a two-column paper; `wide`: a `table*` across both."""
+
+
+def to_latex(table: Table, *, caption: str = "", label: str = "tab:eligen-bench", comments: Sequence[str] = (),
+             notes: Sequence[str] = (), layout: str = "column") -> str:
+    """A booktabs table: the caption above, the table shrunk to the column (or page) width only
+    when it is wider, the table's and the given `notes` below it in small print; `comments`
+    become % lines at the top."""
+    if layout not in LATEX_LAYOUTS:
+        raise ValueError(f"layout must be one of {LATEX_LAYOUTS}, got {layout!r}")
+    environment, width = ("table*", r"\textwidth") if layout == "wide" else ("table", r"\columnwidth")
+
     def cell(c: Cell) -> str:
         text = latex_escape(c.text)
         text = {BEST: rf"\textbf{{{text}}}", SECOND: rf"\underline{{{text}}}"}.get(c.mark or "", text)
         return rf"{text}\,{{\scriptsize {latex_escape(c.extra)}}}" if c.extra else text
 
     lines = [escape.latex_comment(line) for line in comments]
-    lines += [r"% requires \usepackage{booktabs}", r"\begin{table}[t]", r"\centering",
-              r"\begin{tabular}{l" + "c" * len(table.headers) + "}", r"\toprule",
-              " & ".join(latex_escape(h) for h in [table.corner, *table.headers]) + r" \\", r"\midrule"]
-    lines += [" & ".join([latex_escape(name), *(cell(c) for c in cells)]) + r" \\" for name, cells in table.rows]
-    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [r"% requires \usepackage{booktabs} and \usepackage{graphicx}", rf"\begin{{{environment}}}[t]",
+              r"\centering"]
     if caption:
         lines.append(rf"\caption{{{latex_escape(caption)}}}")
-    lines += [rf"\label{{{label}}}", r"\end{table}"]
+    # Shrunk only when wider than the column; the tabular starts on the same line (no stray space).
+    lines += [rf"\label{{{label}}}", rf"\resizebox{{\ifdim\width>{width}{width}\else\width\fi}}{{!}}{{"
+              + r"\begin{tabular}{l" + "c" * len(table.headers) + "}", r"\toprule",
+              " & ".join(latex_escape(h) for h in [table.corner, *table.headers]) + r" \\", r"\midrule"]
+    lines += [" & ".join([latex_escape(name), *(cell(c) for c in cells)]) + r" \\" for name, cells in table.rows]
+    lines += [r"\bottomrule", r"\end{tabular}}"]
+    below = [*table.notes, *notes]
+    if below:
+        lines += [r"\par\smallskip", rf"\parbox{{{width}}}{{\footnotesize\raggedright",
+                  *(latex_escape(n) + r"\par" for n in below), "}"]
+    lines.append(rf"\end{{{environment}}}")
     return "\n".join(lines) + "\n"
 
 
@@ -193,7 +225,8 @@ def to_html(table: Table) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}"
 
 
-def win_rate_table(wins: pd.DataFrame, label: str, generators: Sequence[str], *, decimals: int = 2) -> Table:
+def win_rate_table(wins: pd.DataFrame, label: str, generators: Sequence[str], *, decimals: int = 2,
+                   names: Presentation | None = None) -> Table:
     """Row vs column for one metric label: 'win rate / preference' in %, each labelled below."""
     rates = {(r.generator, r.opponent): r for r in wins[wins["metric"] == label].itertuples()}
     with_preference = bool(len(wins)) and bool(wins.loc[wins["metric"] == label, "preference"].notna().any())
@@ -206,8 +239,8 @@ def win_rate_table(wins: pd.DataFrame, label: str, generators: Sequence[str], *,
             if with_preference and r is not None:
                 text += f" / {fmt(100 * r.preference, decimals)}"
             cells.append(Cell(text))
-        body.append((g, cells))
-    notes = [f"{label}: win rate = share of (layout, seed) pairs where the row's value is strictly better, "
+        body.append((names.generator(g) if names else g, cells))
+    notes = [f"{names.metric(label) if names else label}: win rate = share of (layout, seed) pairs where the row's value is strictly better, "
              "ties count half."]
     corner = "win rate (%) of row vs column"
     if with_preference:
@@ -216,4 +249,13 @@ def win_rate_table(wins: pd.DataFrame, label: str, generators: Sequence[str], *,
                      "PickScore's and MPS's code turn two scores into a preference probability. The "
                      "EliGen paper's Table 2 caption names its values win rates; its text describes a "
                      "preference probability.")
-    return Table(corner, list(generators), body, notes)
+    return Table(corner, [names.generator(g) if names else g for g in generators], body, notes)
+
+
+def text_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """A plain-text table: columns padded to their widest cell."""
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+    return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]

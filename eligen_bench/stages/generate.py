@@ -102,8 +102,11 @@ def make_images(run: RunDir, label: str, generator: Generator, batch: Sequence[G
     under its claim, not only when planning, so an item another process finished or is making
     is not made twice; each write is atomic, so a kill never leaves a broken file. With `wait`,
     each request's claim is waited for in turn, never holding one while waiting for the next.
+    Images are made with the worker's torch thread setting (`runtime.threads`), whoever runs it.
     """
-    with run.working():
+    from eligen_bench.runtime import threads
+
+    with run.working(), threads(worker["threads"]):
         if wait:
             for request in batch:
                 with claimed(run.root, claim_name(label, request), wait=True):
@@ -128,8 +131,11 @@ def _make_missing(run: RunDir, label: str, generator: Generator, requests: Seque
     todo = [r for r in requests if not is_made(run, label, r)]
     if not todo:
         return
+    from eligen_bench.runtime import record_facts
+
     generator.ensure_loaded()
     images = generator.generate(todo)
+    record_facts(worker, "generator", label, generator)
     if len(images) != len(todo):
         raise RuntimeError(f"{label} returned {len(images)} images for {len(todo)} requests")
     for request, image in zip(todo, images, strict=True):

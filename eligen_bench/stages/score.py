@@ -122,15 +122,20 @@ def score_shard(run: RunDir, label: str, metric: Metric, path: Path, chunk: Sequ
 
     Every executor calls this; a shard is named by the metric's identity and its images, so
     one that exists is done. It is claimed (`eligen_bench.claims`) and checked again under the
-    claim, so two processes never score it both, and written atomically, so never half.
+    claim, so two processes never score it both, and written atomically, so never half. It is
+    scored with the worker's torch thread setting (`runtime.threads`), whoever runs it.
     """
+    from eligen_bench.runtime import record_facts, threads
+
     # Named without the run's path, which differs between machines and Ray workers.
     name = f"score:{path.parent.parent.name}/{path.parent.name}/{path.name}"
-    with run.working(), claimed(run.root, name, wait=wait) as mine:
+    with run.working(), threads(worker["threads"]), claimed(run.root, name, wait=wait) as mine:
         if not mine:
             return False
-        if not path.exists():
+        if not run.holds(path):
             rows = metric.score(chunk)
+            record_facts(worker, "metric", label, metric)
+            run.check_inside(path)
             _write_rows(path, [{**r.to_record(), "metric": label} for r in rows])
             run.record_made(worker, "score", chunk[0].generator, f"{path.parent.parent.name}/{path.name}")
         return True
@@ -144,11 +149,11 @@ def run_scoring(run: RunDir, metrics: Mapping[str, Metric], items: Mapping[str, 
     mine = {label: [(path, chunk) for path, chunk in shard_plan(run, metric.key, items, shard_size)
                     if shard is None or shard.owns(path.stem)] for label, metric in metrics.items()}
     total = sum(len(chunk) for plan in mine.values() for _, chunk in plan)
-    kept = sum(len(chunk) for plan in mine.values() for path, chunk in plan if path.exists())
+    kept = sum(len(chunk) for plan in mine.values() for path, chunk in plan if run.holds(path))
     bar = console.stage_bar("score", total, kept, enabled=progress)
     try:
         for label, metric in metrics.items():
-            todo = [(path, chunk) for path, chunk in mine[label] if not path.exists()]
+            todo = [(path, chunk) for path, chunk in mine[label] if not run.holds(path)]
             log.info("score %s: %d shard(s) to score, %d done", label, len(todo), len(mine[label]) - len(todo))
             if todo:
                 bar.set_description(f"score {label}")
@@ -165,14 +170,17 @@ def _write_rows(path: Path, records: list[dict]) -> None:
     atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
-def _read_shard(path: Path) -> pd.DataFrame:
-    import pandas as pd
+def _read_shard(run: RunDir, path: Path) -> pd.DataFrame:
+    from eligen_bench.run_records import read_score_table
 
     try:
-        return pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several types for damaged files
-        raise InputError(f"unreadable score shard ({type(exc).__name__}); delete it and run score again "
-                         "to rescore just that shard", where=str(path)) from None
+        table = read_score_table(run.root, path)
+    except InputError as exc:
+        raise InputError(f"unreadable score shard ({exc.message}); delete it and run score again to rescore "
+                         "just that shard",
+                         where=exc.where, field=exc.field) from None
+    assert table is not None  # only shards on disk are read
+    return table
 
 
 def compile_scores(run: RunDir, shards: Sequence[tuple[str, Path]]) -> pd.DataFrame:
@@ -181,7 +189,7 @@ def compile_scores(run: RunDir, shards: Sequence[tuple[str, Path]]) -> pd.DataFr
     identity, so the label it was first scored under does not decide whose rows they are."""
     import pandas as pd
 
-    frames = [_read_shard(path).assign(metric=label) for label, path in shards]
+    frames = [_read_shard(run, path).assign(metric=label) for label, path in shards]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
     table = table.sort_values(["metric", "generator", "layout_id", "seed_index", "entity_index"],
                               kind="mergesort").reset_index(drop=True)
@@ -195,11 +203,13 @@ def compile_run_scores(run: RunDir, items: Mapping[str, list[ScoreItem]]) -> pd.
     Call it holding the run's lock. A metric with shards missing (images changed since it was
     scored) keeps the rows it has, with a warning; the report counts the missing rows.
     """
-    records = run.require_manifest()["config"].get("metrics", {})
+    from eligen_bench.run_records import metric_shards
+
+    records = metric_shards(run.require_manifest(), str(run.manifest_path))
     shards = []
-    for label, record in records.items():
-        plan = shard_plan(run, record["key"], items, record["shard_size"])
-        present = [path for path, _ in plan if path.exists()]
+    for label, (key, shard_size) in records.items():
+        plan = shard_plan(run, key, items, shard_size)
+        present = [path for path, _ in plan if run.holds(path)]
         if len(present) < len(plan):
             log.warning("metric %s: %d of %d shard(s) not scored yet (another process is scoring them, "
                         "or images changed since); `eligen-bench status` says which", label,

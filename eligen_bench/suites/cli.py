@@ -1,4 +1,4 @@
-"""`eligen-bench suite build coco|mig-bench|layoutsam`: build a suite file from its published sources."""
+"""`eligen-bench suite build coco|mig-bench|layoutsam|instdiff-bench`: build a suite file from its published sources."""
 
 from __future__ import annotations
 
@@ -6,7 +6,12 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from eligen_bench.arguments import int_range, number_range
+from eligen_bench.layout import MAX_SIDE, MIN_SIDE
+
 PRESETS = ("things", "layoutdiffusion", "eligen")
+MAX_OBJECTS = 10_000
+"""Bound of the object and entity counts (a COCO image holds at most a few hundred objects)."""
 
 
 def add_build_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -24,10 +29,10 @@ def add_build_parser(subparsers: argparse._SubParsersAction) -> None:
                       "eligen: stuff counts, things are entities (2830 reported); both paper "
                       "presets give boxes only")
     coco.add_argument("--stuff", type=Path, help="stuff_val2017.json; implies stuff is counted")
-    coco.add_argument("--min-area", type=float, help="box area fraction an object must exceed (0.02)")
-    coco.add_argument("--min-objects", type=int, help="fewest objects an image may keep (3)")
-    coco.add_argument("--max-objects", type=int, help="most objects an image may keep (8)")
-    coco.add_argument("--min-entities", type=int, help="drop layouts with fewer entities")
+    coco.add_argument("--min-area", type=number_range(0, 1), help="box area fraction an object must exceed (0.02)")
+    coco.add_argument("--min-objects", type=int_range(0, MAX_OBJECTS), help="fewest objects an image may keep (3)")
+    coco.add_argument("--max-objects", type=int_range(0, MAX_OBJECTS), help="most objects an image may keep (8)")
+    coco.add_argument("--min-entities", type=int_range(0, MAX_OBJECTS), help="drop layouts with fewer entities")
     coco.add_argument("--keep-crowd", action="store_true", help="keep iscrowd objects")
     coco.add_argument("--drop-crowd-images", action="store_true", help="drop images with any crowd object")
     coco.add_argument("--include-other", action="store_true", help="keep the stuff class 'other'")
@@ -50,7 +55,8 @@ def add_build_parser(subparsers: argparse._SubParsersAction) -> None:
     mig.add_argument("--dir", type=Path, help="folder with the two files (default: download "
                      "them from the official repository to the cache)")
     mig.add_argument("--out", type=Path, required=True, help="suite file to write (.jsonl)")
-    mig.add_argument("--size", type=int, default=512, help="layout width and height in pixels (512)")
+    mig.add_argument("--size", type=int_range(MIN_SIDE, MAX_SIDE), default=512,
+                     help=f"layout width and height in pixels, {MIN_SIDE} to {MAX_SIDE} (512)")
     mig.set_defaults(func=build_mig_bench_command)
 
     lsam = subparsers.add_parser(
@@ -69,6 +75,25 @@ def add_build_parser(subparsers: argparse._SubParsersAction) -> None:
                       "(default: download the pack to the cache, 278 MB)")
     lsam.add_argument("--out", type=Path, required=True, help="suite file to write (.jsonl)")
     lsam.set_defaults(func=build_layoutsam_command)
+
+    inst = subparsers.add_parser(
+        "instdiff-bench",
+        help="InstDiff-Bench: COCO 2017 val with a colour or texture per instance (DEIG Table 3)",
+        description="Build InstDiff-Bench as InstanceDiffusion's eval_local.py builds its inputs.",
+    )
+    inst.add_argument("--annotations", type=Path, help="folder with instances_val2017.json and "
+                      "captions_val2017.json (default: download the official zip to the cache)")
+    inst.add_argument("--out", type=Path, required=True, help="suite file to write (.jsonl)")
+    inst.add_argument("--attribute", choices=("color", "texture", "none"), default="color",
+                      help="color / texture: the attribute-binding suites; none: the class names alone "
+                      "(the suite the AP column is scored on)")
+    inst.add_argument("--no-captions", action="store_true",
+                      help="global prompt without the COCO caption (the reference passes --use_captions)")
+    inst.add_argument("--max-objects", type=int, default=30, help="instances placed per image (30)")
+    inst.add_argument("--size", type=int, default=512, help="layout width and height in pixels (512)")
+    inst.add_argument("--masks", action="store_true", help="keep COCO segmentations as instance masks")
+    inst.add_argument("--name", help="suite name (default instdiff-bench[-color|-texture])")
+    inst.set_defaults(func=build_instdiff_command)
 
 
 def coco_options(args: argparse.Namespace):
@@ -134,6 +159,23 @@ def build_layoutsam_command(args: argparse.Namespace) -> int:
 
     directory = args.dir if args.dir is not None else download_layoutsam_eval()
     suite = build_layoutsam_suite(directory, args.preset, args.contextgen_pack)
+    suite.write(args.out)
+    _report(suite, args.out)
+    return 0
+
+
+def build_instdiff_command(args: argparse.Namespace) -> int:
+    from eligen_bench.suites.coco_download import download_annotations, source_notes
+    from eligen_bench.suites.fetch import default_cache_dir
+    from eligen_bench.suites.instdiff_bench import InstDiffOptions, build_instdiff_suite
+
+    options = InstDiffOptions(attribute=args.attribute, captions=not args.no_captions,
+                              max_objects=args.max_objects, size=args.size, masks=args.masks)
+    annotations = args.annotations
+    if annotations is None:
+        annotations = download_annotations(default_cache_dir("coco"))
+    suite = build_instdiff_suite(annotations, options, name=args.name,
+                                 source_notes=tuple(source_notes(annotations)))
     suite.write(args.out)
     _report(suite, args.out)
     return 0

@@ -191,7 +191,10 @@ def _load_json(path: Path, keys: tuple[str, ...]) -> dict:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
     except FileNotFoundError:
-        raise InputError("annotation file not found", where=str(path)) from None
+        from eligen_bench.suites.coco_download import offline_help
+
+        raise InputError(f"annotation file not found; {offline_help(path.name == STUFF_FILE)}",
+                         where=str(path)) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"cannot read annotation file ({exc})", where=str(path)) from None
     if not isinstance(data, dict) or any(not isinstance(data.get(k), list) for k in keys):

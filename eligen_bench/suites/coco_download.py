@@ -119,6 +119,15 @@ def _check_extracted(out: Path, archive: Archive, entry: dict) -> None:
                              f"{archive.filename}; delete it to extract again", where=str(out / name))
 
 
+def offline_help(stuff: bool) -> str:
+    """What to do without the download: the files, where to get them, the options."""
+    text = (f"unzip {INSTANCES_FILE} and {CAPTIONS_FILE} from {ANNOTATIONS_URL} into a folder and pass "
+            "it as `suite build coco --annotations DIR`")
+    if stuff:
+        text += f", with {STUFF_FILE} from {STUFF_ANNOTATIONS_URL} in the same folder or as `--stuff FILE`"
+    return text
+
+
 def _fetch_checked(archive: Archive, dest: Path) -> tuple[Path, str]:
     """The archive in `dest`, downloaded when missing, checked against the pinned digest or the
     one recorded at its first download; returns its path and digest."""
@@ -128,7 +137,8 @@ def _fetch_checked(archive: Archive, dest: Path) -> tuple[Path, str]:
     expected = archive.sha256
     if expected is None and sidecar.is_file():
         expected = sidecar.read_text(encoding="utf-8").strip()
-    path = fetch(archive.url, dest / archive.filename, sha256=expected)
+    stuff = archive.url == STUFF_ANNOTATIONS_URL
+    path = fetch(archive.url, dest / archive.filename, sha256=expected, offline_help=offline_help(stuff))
     return path, expected or file_sha256(path)
 
 

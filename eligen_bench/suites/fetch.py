@@ -25,12 +25,13 @@ def default_cache_dir(*parts: str) -> Path:
     return base.joinpath(*parts)
 
 
-def fetch(url: str, dest: Path, *, sha256: str | None = None, timeout: float = 60.0) -> Path:
+def fetch(url: str, dest: Path, *, sha256: str | None = None, timeout: float = 60.0, offline_help: str = "") -> Path:
     """Download `url` to `dest` unless a good copy is already there; returns `dest`.
 
     The body goes to a temporary file next to `dest` and is renamed only when complete (and,
     when `sha256` is given, only when it matches), so an interrupted download never leaves a
-    truncated file that a later run would trust.
+    truncated file that a later run would trust. `offline_help` says how to do without the
+    download (the option, the files, where to get them); it ends the error of a failed download.
     """
     if dest.is_file() and (sha256 is None or file_sha256(dest) == sha256):
         return dest
@@ -42,11 +43,8 @@ def fetch(url: str, dest: Path, *, sha256: str | None = None, timeout: float = 6
             shutil.copyfileobj(response, out, length=1 << 20)
     except (urllib.error.URLError, OSError) as exc:
         partial.unlink(missing_ok=True)
-        raise InputError(
-            f"download failed ({exc}); without internet access pass a local directory holding "
-            "the files instead",
-            where=url,
-        ) from exc
+        help_text = offline_help or "without internet access pass a local directory holding the files instead"
+        raise InputError(f"download failed ({exc}); {help_text}", where=url) from exc
     if sha256 is not None:
         got = file_sha256(partial)
         if got != sha256:

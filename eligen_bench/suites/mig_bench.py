@@ -50,16 +50,31 @@ def file_url(name: str, commit: str = MIGC_COMMIT) -> str:
     return f"https://raw.githubusercontent.com/{MIGC_REPO}/{commit}/bench_file/{name}"
 
 
+def offline_help(cache: Path | None = None) -> str:
+    """What to do without the download: the files, where to get them, the option and variable."""
+    cache = cache if cache is not None else default_cache()
+    return (f"MIG-Bench needs {PROMPTS_FILE} and {ANNOTATIONS_FILE} from "
+            f"https://github.com/{MIGC_REPO}/tree/{MIGC_COMMIT}/bench_file; put both in a folder and pass "
+            f"it as `suite build mig-bench --dir DIR`, or set {DIR_ENV}=DIR for `--suite mig-bench` "
+            f"(or copy them to the cache, {cache})")
+
+
+def default_cache() -> Path:
+    from eligen_bench.suites.fetch import default_cache_dir
+
+    return default_cache_dir("mig_bench", MIGC_COMMIT)
+
+
 def download_mig_bench(dest: Path | None = None) -> Path:
     """Fetch both files into `dest` (default: the cache) unless good copies are there."""
-    from eligen_bench.suites.fetch import default_cache_dir, fetch
+    from eligen_bench.suites.fetch import fetch
 
-    dest = Path(dest) if dest is not None else default_cache_dir("mig_bench", MIGC_COMMIT)
+    dest = Path(dest) if dest is not None else default_cache()
     for name, digest in FILE_SHA256.items():
         # The pinned commit first; the default branch is a fallback that the sha256 pin guards.
         for ref in (MIGC_COMMIT, "main"):
             try:
-                fetch(file_url(name, ref), dest / name, sha256=digest)
+                fetch(file_url(name, ref), dest / name, sha256=digest, offline_help=offline_help(dest))
                 break
             except InputError:
                 if ref == "main":
@@ -67,11 +82,18 @@ def download_mig_bench(dest: Path | None = None) -> Path:
     return dest
 
 
-def load_default() -> Suite:
+def load_default(download: bool = True) -> Suite:
     """Entry point `mig-bench`: the folder in $ELIGEN_BENCH_MIG_BENCH_DIR, else the cache
-    (downloading the files there on first use)."""
+    (downloading the files there on first use; with `download=False`, as `--dry-run` asks, a
+    cache without both files is an error that says where to get them)."""
     directory = os.environ.get(DIR_ENV)
-    return load_mig_bench(Path(directory) if directory else download_mig_bench())
+    if directory:
+        return load_mig_bench(Path(directory))
+    cache = default_cache()
+    if not download and not all((cache / name).is_file() for name in FILE_SHA256):
+        raise InputError(f"the files are not here and a dry run downloads nothing; {offline_help(cache)}",
+                         where="suite mig-bench")
+    return load_mig_bench(cache if not download else download_mig_bench())
 
 
 def load_mig_bench(directory: Path, *, width: int = 512, height: int = 512) -> Suite:
@@ -109,7 +131,7 @@ def _read_prompts(path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputError("MIG-Bench prompt file not found", where=str(path)) from None
+        raise InputError(f"MIG-Bench prompt file not found; {offline_help()}", where=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read ({exc})", where=str(path)) from None
     # The published file has no final newline; blank lines carry nothing.
@@ -126,7 +148,7 @@ def _read_annotations(path: Path) -> dict[str, Any]:
         with open(path, encoding="utf-8") as handle:
             data = yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except FileNotFoundError:
-        raise InputError("MIG-Bench annotation file not found", where=str(path)) from None
+        raise InputError(f"MIG-Bench annotation file not found; {offline_help()}", where=str(path)) from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise InputError(f"cannot read ({exc})", where=str(path)) from None
     if not isinstance(data, dict):

@@ -317,6 +317,7 @@ class FluxGenerator(FluxFamily):
     """Plain FLUX.1-dev from the global prompt: the no-control floor (entities are ignored)."""
 
     name: ClassVar[str] = "flux"
+    display_name: ClassVar[str] = "FLUX.1-dev"
     description: ClassVar[str] = "FLUX.1-dev, global prompt only (no entity control)"
     reference: ClassVar[str] = DIFFSYNTH_REF
     capabilities: ClassVar[Capabilities] = Capabilities(boxes=False, masks=False, resolution=(1024, 1024))
@@ -327,6 +328,7 @@ class EliGenGenerator(FluxFamily):
     """EliGen: FLUX.1-dev + the EliGen LoRA with regional attention in every block."""
 
     name: ClassVar[str] = "eligen"
+    display_name: ClassVar[str] = "EliGen"
     description: ClassVar[str] = "EliGen: regional attention on FLUX.1-dev with the EliGen LoRA"
     reference: ClassVar[str] = DIFFSYNTH_REF
     capabilities: ClassVar[Capabilities] = Capabilities(
@@ -430,6 +432,7 @@ class RegionalFluxGenerator(FluxFamily):
     """Training-free Regional Prompting FLUX on the same transformer and sampler."""
 
     name: ClassVar[str] = "regional-flux"
+    display_name: ClassVar[str] = "Regional Prompting FLUX"
     description: ClassVar[str] = "Regional Prompting FLUX (training-free attention masks, base ratio)"
     reference: ClassVar[str] = REGIONAL_REF
     capabilities: ClassVar[Capabilities] = Capabilities(boxes=True, masks=True, resolution=(1024, 1024))

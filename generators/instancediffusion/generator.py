@@ -62,6 +62,7 @@ class InstanceDiffusionGenerator(Generator):
     """InstanceDiffusion on SD 1.5: UniFusion, gated fusers, ScaleU and the multi-instance sampler."""
 
     name = "instancediffusion"
+    display_name = "InstanceDiffusion"
     description = "InstanceDiffusion (SD 1.5 + UniFusion, ScaleU, multi-instance sampler), native implementation"
     reference = f"frank-xwang/InstanceDiffusion@{REFERENCE_COMMIT}: eval_local.py, README.md (MSCOCO evaluation command)"
     in_default_run = False

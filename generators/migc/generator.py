@@ -65,6 +65,7 @@ class MigcGenerator(Generator):
     """MIGC on Stable Diffusion 1.4 with the released controller checkpoint."""
 
     name = "migc"
+    display_name = "MIGC"
     description = "MIGC (SD 1.4 + multi-instance generation controller), native implementation"
     reference = f"limuloo/MIGC@{REFERENCE_SHA}: inference_mig_benchmark.py"
     in_default_run = False  # needs the checkpoint file (migc_checkpoint=PATH)

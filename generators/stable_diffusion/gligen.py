@@ -83,6 +83,7 @@ class GligenGenerator(Generator):
     """GLIGEN text-box generation through diffusers, one pipeline call per request."""
 
     name = "gligen"
+    display_name = "GLIGEN"
     description = "GLIGEN (SD 1.4 + gated self-attention), diffusers text-box generation pipeline"
     reference = ("gligen/GLIGEN@f9dccb9: gligen_inference.py, ldm/models/diffusion/plms.py; "
                  "run through diffusers 0.42.1 StableDiffusionGLIGENPipeline")

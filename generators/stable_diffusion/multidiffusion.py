@@ -52,6 +52,7 @@ class MultiDiffusionGenerator(Generator):
     """Region-based MultiDiffusion: one denoising path per region, fused by masked averaging."""
 
     name = "multidiffusion"
+    display_name = "MultiDiffusion"
     description = "Region-based MultiDiffusion on Stable Diffusion 2 base (native implementation)"
     reference = "omerbt/MultiDiffusion@69bcdce: region_based.py"
     capabilities = Capabilities(boxes=True, masks=True, inpainting=False, max_entities=MAX_ENTITIES,

@@ -276,6 +276,7 @@ class ClipGlobal(ClipMetric):
     """CLIP score of the whole image vs the global prompt."""
 
     name = "clip_global"
+    display_name = "Global CLIP"
     level = "image"
     description = "CLIP score (100 x cos, clamped at 0) of the whole image vs the global prompt"
 
@@ -299,6 +300,7 @@ class ClipEntity(ClipMetric):
     """CLIP score of each entity's box crop vs the entity's prompt."""
 
     name = "clip_entity"
+    display_name = "Entity CLIP"
     level = "entity"
     description = "CLIP score (100 x cos, clamped at 0) of each entity's box crop vs its prompt"
     defaults: ClassVar[dict[str, Any]] = {**ClipMetric.defaults, "crop_fit": "center_crop"}

@@ -109,6 +109,7 @@ class CocoAP(YoloMetric):
     """COCO AP@[.5:.95] of YOLO11x detections vs layout boxes (GLIGEN's metric), per image and run."""
 
     name = "coco_ap"
+    display_name = "COCO AP"
     reference: ClassVar[str] = ("cocodataset/cocoapi@8c9bcc3: PythonAPI/pycocotools/cocoeval.py (bbox); "
                                 "ultralytics/ultralytics@v8.4.190 (yolo11x.pt)")
     level = "image"

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from eligen_bench.coco_classes import COCO_THING_CLASSES
+from eligen_bench.coco_classes import CATEGORY_ALIASES, COCO_THING_CLASSES, normalize_category  # noqa: F401
 from eligen_bench.errors import InputError
 
 BOX_FORMAT = "xyxy, normalised to the image width and height"
@@ -42,28 +42,6 @@ MATCHING_RULES = ("best", "greedy")
 
 # The 80 COCO detection classes in the order of the contiguous ids YOLO models are trained with.
 COCO80 = COCO_THING_CLASSES
-
-# Other spellings of COCO classes found in layout datasets (Pascal VOC names, LVIS-style).
-CATEGORY_ALIASES = {
-    "aeroplane": "airplane",
-    "motorbike": "motorcycle",
-    "sofa": "couch",
-    "tvmonitor": "tv",
-    "tv monitor": "tv",
-    "diningtable": "dining table",
-    "pottedplant": "potted plant",
-    "mobile phone": "cell phone",
-    "hair dryer": "hair drier",
-    "ball": "sports ball",
-}
-
-
-def normalize_category(name: str | None) -> str | None:
-    """Lower-case, single-spaced, underscores as spaces, common aliases mapped to COCO names."""
-    if name is None:
-        return None
-    text = " ".join(name.replace("_", " ").lower().split())
-    return CATEGORY_ALIASES.get(text, text)
 
 
 @dataclass(frozen=True)

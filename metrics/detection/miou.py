@@ -188,6 +188,7 @@ class MIoU(YoloMetric):
     """Per-entity box IoU with the matched YOLO detection (the paper's Spatial Accuracy)."""
 
     name = "miou"
+    display_name = "mIoU"
     level = "entity"
     scale = 100.0
     description = "Spatial accuracy: IoU of each entity's box with the matched YOLO11x detection (x100)"
@@ -205,6 +206,7 @@ class MaskIoU(YoloMetric):
     """Per-entity mask IoU with the matched YOLO11x-seg instance, for entities with masks."""
 
     name = "mask_iou"
+    display_name = "Mask IoU"
     level = "entity"
     scale = 100.0
     task = "segment"

@@ -36,6 +36,7 @@ class BackgroundPSNR(Metric):
     """PSNR of the generated image vs the input image outside the entities (inpainting suites)."""
 
     name = "background_psnr"
+    display_name = "Background PSNR"
     # No reference code: Algorithm 1 of the EliGen paper only promises an unchanged background.
     reference: ClassVar[str] = "EliGen paper (arXiv 2501.01097): Algorithm 1 (no published code)"
     level = "image"

@@ -112,6 +112,7 @@ class Aesthetic(ClipMetric):
     """LAION improved aesthetic predictor on CLIP ViT-L/14 image embeddings (one row per image)."""
 
     name = "aesthetic"
+    display_name = "Aesthetic Score"
     reference: ClassVar[str] = ("christophschuhmann/improved-aesthetic-predictor@6934dd8: simple_inference.py "
                                 "(MLP, sac+logos+ava1-l14-linearMSE.pth); mlfoundations/open_clip@3057361 (CLIP)")
     level = "image"

@@ -54,6 +54,7 @@ class MPS(Metric):
     """Per-image MPS (overall condition) of the image vs the global prompt (higher is better)."""
 
     name = "mps"
+    display_name = "MPS"
     reference: ClassVar[str] = "Kwai-Kolors/MPS@be9027f: eval_overall_mps_on_hpdv2.py, trainer/models/cross_modeling.py"
     level = "image"
     higher_is_better = True

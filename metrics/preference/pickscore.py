@@ -31,6 +31,7 @@ class PickScore(Metric):
     """Per-image PickScore of the image vs the global prompt (higher is better)."""
 
     name = "pickscore"
+    display_name = "PickScore"
     reference: ClassVar[str] = "yuvalkirstain/PickScore@f79607f: README.md (calc_probs)"
     level = "image"
     higher_is_better = True

@@ -40,10 +40,15 @@ ANSWER_CHARS = 200
 """Raw answers are kept in the row detail, truncated to this many characters."""
 
 
+JUDGE_TITLES = {"qwen2vl": "Qwen2-VL", "internvl2": "InternVL2", "cogvlm2": "CogVLM2"}
+"""How tables print each judge preset."""
+
+
 class VlmSuccess(Metric):
     """Per-entity yes/no judgement of a VLM; the mean is the Entity Success Rate."""
 
     name = "vlm_success"
+    display_name = "Entity Success"
     level = "entity"
     higher_is_better = True
     scale = 100.0
@@ -87,6 +92,11 @@ class VlmSuccess(Metric):
         self.judge = judge
 
     # -- identity
+
+    def title(self) -> str:
+        # The EliGen paper's Table 1 names each judge's column after the judge.
+        judge = self.options["judge"]
+        return f"{self.display_name} ({JUDGE_TITLES.get(judge, judge)})"
 
     def model_ids(self) -> dict[str, str]:
         return {"judge": self.judge.model_id, "judge_revision": self.judge.revision or "default"}
