@@ -1,7 +1,18 @@
-"""What several benchmark scripts share: the CPU's name, and seeded random box masks."""
+"""What several benchmark scripts share: the CPU's name, the load average, interleaved timing
+with per-round ratios, and seeded random box masks.
+
+On a shared machine the load of other processes comes and goes between one variant's timing and
+the next: timed one after the other, the same code measured 0.43x, 0.62x and 1.26x its
+reference. So variants are timed interleaved (A, B, C, A, B, C, ... in one warm process), each
+ratio is taken within a round (the two times share that round's load), and the report gives the
+median of the per-round ratios with their range, beside the load average.
+"""
 
 from __future__ import annotations
 
+import os
+import statistics
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 
@@ -17,6 +28,42 @@ def cpu_name() -> str:
     import platform
 
     return platform.processor() or "unknown CPU"
+
+
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages and the CPU count (how busy the machine was)."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "load average unknown"
+    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min) on {os.cpu_count()} CPUs"
+
+
+def interleaved(timers: Mapping[str, Callable[[], float]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Each timer's measurement per round, the timers called in turn (A, B, C, A, B, C, ...).
+
+    A timer runs its variant once and returns what it measured (seconds, or a rate). The first
+    `warmup` rounds are run and dropped (caches, kernel selection, compilation)."""
+    kept: dict[str, list[float]] = {name: [] for name in timers}
+    for round_ in range(warmup + rounds):
+        for name, timer in timers.items():
+            value = timer()
+            if round_ >= warmup:
+                kept[name].append(value)
+    return kept
+
+
+def round_ratios(numerator: Sequence[float], denominator: Sequence[float]) -> list[float]:
+    """``numerator[i] / denominator[i]`` for each round i (both measured in that round)."""
+    return [a / b for a, b in zip(numerator, denominator, strict=True)]
+
+
+def ratio_summary(ratios: Sequence[float]) -> str:
+    """The median of per-round ratios and their range: "0.43 [0.40-0.47]"."""
+    middle = statistics.median(ratios)
+    if len(ratios) == 1:
+        return f"{middle:.2f} (1 round)"
+    return f"{middle:.2f} [{min(ratios):.2f}-{max(ratios):.2f}]"
 
 
 def status_kib(field: str) -> int:

@@ -11,12 +11,18 @@ minutes; its figures say how the methods compare on a CPU, not what FLUX costs.
 
 Entity masks are random, partly overlapping boxes (fixed seed), as in
 `benchmarks/regional_attention.py`. For 0, 2, 4 and 8 entities it prints, per method side by
-side: milliseconds per forward (median of `--repeats` after warm-up, CUDA events on the GPU),
-peak memory one forward adds, agreement with the dense-mask reference (max abs difference over
-max abs value), and the ratio to the FLOP floor: ``2 x parameters x tokens + 4 x allowed pairs
-x width x blocks`` at the matmul rate measured here with a large matmul. Then the targets as
-pass/fail and seconds per image of `eligen`, `flux` and `regional-flux` at their generators'
-defaults (steps, true CFG, injection steps read from the generator classes).
+side: milliseconds per forward, the ratio to plain FLUX, peak memory one forward adds,
+agreement with the dense-mask reference (max abs difference over max abs value), and the ratio
+to the FLOP floor: ``2 x parameters x tokens + 4 x allowed pairs x width x blocks`` at the
+matmul rate measured here with a large matmul. Then the targets as pass/fail and seconds per
+image of `eligen`, `flux` and `regional-flux` at their generators' defaults (steps, true CFG,
+injection steps read from the generator classes).
+
+Timing is interleaved in one warm process (CUDA events on the GPU): after two warm-up rounds,
+each of `--repeats` rounds calls every variant once, in turn, so load that comes and goes on a
+shared machine falls on a round's calls alike. Milliseconds are the median over rounds; every
+ratio between variants (to plain FLUX, the targets, `--compile`, `--batch-cfg`) is the median of
+the per-round ratios, printed with their range. The load average is printed before and after.
 """
 
 from __future__ import annotations
@@ -25,11 +31,19 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from bench_common import box_token_masks, cpu_name, status_kib
+from bench_common import (
+    box_token_masks,
+    cpu_name,
+    interleaved,
+    load_average,
+    ratio_summary,
+    round_ratios,
+    status_kib,
+)
 
 # diffusers' FluxTransformer2DModel config of black-forest-labs/FLUX.1-dev
 FLUX_DEV: dict[str, Any] = dict(
@@ -181,6 +195,11 @@ def median_seconds(fn: Callable[[], Any], repeats: int, device: str, warmup: int
     return statistics.median(times)
 
 
+def timer(fn: Callable[[], Any], device: str) -> Callable[[], float]:
+    """A zero-argument timer: seconds of one call of `fn` (for `bench_common.interleaved`)."""
+    return lambda: median_seconds(fn, 1, device, warmup=0)
+
+
 def peak_bytes(fn: Callable[[], Any], device: str) -> tuple[int, Any]:
     """Bytes one call adds at its peak over what was allocated before it, and its output."""
     import torch
@@ -224,6 +243,8 @@ class Row:
     peak: int
     error: float | None
     floor_seconds: float
+    times: list[float] = field(default_factory=list)
+    """Seconds of each timing round (the rounds interleave all variants of an entity count)."""
 
 
 def measure(name: str, entities: int, fn: Callable[[], Any], length: int, floor: float, ref: Any,
@@ -236,17 +257,17 @@ def measure(name: str, entities: int, fn: Callable[[], Any], length: int, floor:
 
 
 def time_round_robin(rows: list[Row], fns: list[Callable[[], Any]], repeats: int, device: str) -> None:
-    """Median seconds of each fn, the variants called in turn so that load changes hit all alike."""
-    for fn in fns:  # compilation and caches before any timing
-        fn()
-        fn()
-    _sync(device)
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, sink in zip(fns, times, strict=True):
-            sink.append(median_seconds(fn, 1, device, warmup=0))
-    for row, sink in zip(rows, times, strict=True):
-        row.seconds = statistics.median(sink)
+    """Seconds of each fn per round, the variants interleaved after two warm-up rounds."""
+    times = interleaved({str(i): timer(fn, device) for i, fn in enumerate(fns)}, repeats, warmup=2)
+    for i, row in enumerate(rows):
+        row.times = times[str(i)]
+        row.seconds = statistics.median(row.times)
+
+
+def ratio_of(rows: list[Row], numerator: tuple[int, str], denominator: tuple[int, str]) -> list[float]:
+    """Per-round ratios of two variants' seconds, by (entities, name)."""
+    by = {(r.entities, r.name): r.times for r in rows}
+    return round_ratios(by[numerator], by[denominator])
 
 
 def floor_seconds(params: int, tokens: int, pairs: float, shape: Shape, rate: float) -> float:
@@ -328,13 +349,14 @@ def torch_cat(masks: Any, background: Any) -> Any:
 
 # ----- printing ------------------------------------------------------------------------------
 def print_rows(rows: list[Row]) -> None:
-    print("\n| entities | variant | L | ms / forward | x plain FLUX | peak MiB | max err vs dense | x FLOP floor |")
+    print("\n| entities | variant | L | ms / forward | x plain FLUX: median [range] of rounds | peak MiB "
+          "| max err vs dense | x FLOP floor |")
     print("|---|---|---|---|---|---|---|---|")
-    plain = {r.entities: r.seconds for r in rows if r.name == "plain FLUX"}
     for r in rows:
         peak = f"{r.peak / 2**20:.0f}" if r.peak >= 0 else "n/a"
         error = "-" if r.error is None else f"{r.error:.1e}"
-        print(f"| {r.entities} | {r.name} | {r.length} | {r.seconds * 1e3:.1f} | {r.seconds / plain[r.entities]:.2f} "
+        ratio = ratio_summary(ratio_of(rows, (r.entities, r.name), (r.entities, "plain FLUX")))
+        print(f"| {r.entities} | {r.name} | {r.length} | {r.seconds * 1e3:.1f} | {ratio} "
               f"| {peak} | {error} | {r.seconds / r.floor_seconds:.2f} |")  # fmt: skip
 
 
@@ -347,18 +369,20 @@ def print_targets(rows: list[Row], auto: str, device: str) -> None:
     if (top, "eligen flex") not in by:
         print("  no flex measurement")
         return
-    flex = by[(top, "eligen flex")]
+    flex = (top, "eligen flex")
+    times = {(r.entities, r.name): r.times for r in rows}
     checks = {
-        "flex / dense": flex / by[(top, "eligen dense")],
-        "flex / unmasked SDPA": flex / by[(top, "unmasked SDPA")],
-        "flex / FLOP floor": flex / floors[(top, "eligen flex")],
+        "flex / dense": ratio_of(rows, flex, (top, "eligen dense")),
+        "flex / unmasked SDPA": ratio_of(rows, flex, (top, "unmasked SDPA")),
+        "flex / FLOP floor": [t / floors[flex] for t in times[flex]],
     }
-    for name, value in checks.items():
-        verdict = "PASS" if value <= TARGETS[name] else "FAIL"
-        print(f"  {name}: {value:.2f} (target <= {TARGETS[name]:.2f}) {verdict}")
+    for name, ratios in checks.items():
+        verdict = "PASS" if statistics.median(ratios) <= TARGETS[name] else "FAIL"
+        print(f"  {name}: {ratio_summary(ratios)} (target <= {TARGETS[name]:.2f}) {verdict}")
     for n in sorted({r.entities for r in rows if 0 < r.entities <= 2}):
-        ratio = by[(n, f"eligen {auto}")] / by[(n, "eligen dense")]
-        print(f"  {n} entities, auto ({auto}) / dense: {ratio:.2f} (target <= 1.00) {'PASS' if ratio <= 1 else 'FAIL'}")
+        ratios = ratio_of(rows, (n, f"eligen {auto}"), (n, "eligen dense"))
+        verdict = "PASS" if statistics.median(ratios) <= 1 else "FAIL"
+        print(f"  {n} entities, auto ({auto}) / dense: {ratio_summary(ratios)} (target <= 1.00) {verdict}")
 
 
 def print_seconds_per_image(rows: list[Row], auto: str, note: str) -> None:
@@ -402,15 +426,19 @@ def compile_variant(model: Any, shape: Shape, ctx: dict[str, Any], entities: int
     inputs = Inputs(shape, entities + 1, device)
     plan = build_plan([shape.prompt_tokens] * (entities + 1), box_masks(entities, shape)).to(device)
     control = EliGenControl(plan, method=ctx["auto"])
-    print(f"\n--compile (whole transformer, {entities} entities for EliGen):")
+    print(f"\n--compile (whole transformer, {entities} entities for EliGen; eager and compiled interleaved):")
     for label, inp, ctl in (("plain FLUX", plain, None), (f"eligen {ctx['auto']}", inputs, control)):
-        eager = median_seconds(forward_fn(model, inp, ctl), repeats, device)
+        eager, fast = forward_fn(model, inp, ctl), forward_fn(compiled, inp, ctl)
         try:
-            fast = median_seconds(forward_fn(compiled, inp, ctl), repeats, device, warmup=3)
+            for _ in range(3):  # compilation, outside the timed rounds
+                fast()
         except Exception as error:  # a variant that does not compile is reported, not fatal
             print(f"  {label}: compile failed: {type(error).__name__}: {str(error).splitlines()[0]}")
             continue
-        print(f"  {label}: eager {eager * 1e3:.1f} ms, compiled {fast * 1e3:.1f} ms ({fast / eager:.2f}x)")
+        times = interleaved({"eager": timer(eager, device), "compiled": timer(fast, device)}, repeats)
+        print(f"  {label}: eager {statistics.median(times['eager']) * 1e3:.1f} ms, compiled "
+              f"{statistics.median(times['compiled']) * 1e3:.1f} ms "
+              f"({ratio_summary(round_ratios(times['compiled'], times['eager']))}x)")
 
 
 def batch_cfg_variant(model: Any, shape: Shape, ctx: dict[str, Any], entities: int) -> None:
@@ -424,9 +452,12 @@ def batch_cfg_variant(model: Any, shape: Shape, ctx: dict[str, Any], entities: i
     print("\n--batch-cfg (one batch-2 forward vs two batch-1 forwards per step):")
     cases = (("plain FLUX", 1, None), (f"eligen {ctx['auto']}, negative under the same mask", entities + 1, control))
     for label, prompts, ctl in cases:
-        one = median_seconds(forward_fn(model, Inputs(shape, prompts, device), ctl), repeats, device)
-        two = median_seconds(forward_fn(model, Inputs(shape, prompts, device, batch=2), ctl), repeats, device)
-        print(f"  {label}: 2 x {one * 1e3:.1f} ms -> {two * 1e3:.1f} ms ({two / (2 * one):.2f}x)")
+        one = forward_fn(model, Inputs(shape, prompts, device), ctl)
+        two = forward_fn(model, Inputs(shape, prompts, device, batch=2), ctl)
+        times = interleaved({"one": timer(one, device), "two": timer(two, device)}, repeats, warmup=2)
+        ratios = round_ratios(times["two"], [2 * t for t in times["one"]])
+        print(f"  {label}: 2 x {statistics.median(times['one']) * 1e3:.1f} ms -> "
+              f"{statistics.median(times['two']) * 1e3:.1f} ms ({ratio_summary(ratios)}x)")
     print("  (eligen's default negative has no entity prompts, so its two branches differ in length "
           "and cannot share a batch without padding)")  # fmt: skip
 
@@ -445,6 +476,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     shape, first_line = setting(args.device)
     print(first_line, flush=True)
+    print(f"before: {load_average()}", flush=True)
     model = build_transformer(shape, args.device)
     params = sum(p.numel() for p in model.parameters())
     rate = matmul_rate(args.device, shape.dtype)
@@ -465,6 +497,7 @@ def main(argv: list[str] | None = None) -> None:
         compile_variant(model, shape, ctx, top)
     if args.batch_cfg:
         batch_cfg_variant(model, shape, ctx, top)
+    print(f"\nafter: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ layouts with 1-4 entities, COCO and non-COCO categories, one with a mask) throug
 ``Metric.score`` with ``batch_size=--batch-size`` ("batched") or ``batch_size=1``
 ("one by one"). Every timed run gets a fresh ``ModelCache`` with the loaded model injected, so no
 run reuses another's memoised embeddings, and starts after one warm-up call on a separate image
-and layout. The two modes alternate, ``--repeats`` times; the table gives the median images/s.
+and layout. The two modes alternate in one process, ``--repeats`` rounds of one batched and one
+one-by-one run, so load from other processes that comes and goes falls on both alike; the table
+gives the median images/s and the median of the per-round speed-ups with their range, and the
+load average is printed before and after.
 Image decoding is part of the time, as it is in a real scoring run. ``mig_bench`` runs with
 ``iou_threshold=0`` (``TIMING_OPTIONS``) so that every detected instance also goes through SAM
 and the colour test, the protocol's slowest path (random images rarely place a box).
@@ -25,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench_common import interleaved, load_average, ratio_summary, round_ratios
 
 TIMING_OPTIONS: dict[str, dict[str, Any]] = {"mig_bench": {"iou_threshold": 0.0}}
 """Options that make a metric take its slowest path on random images (timing only)."""
@@ -107,11 +112,11 @@ def bench_metric(name: str, entry: Any, items: list, warm: Any, args: argparse.N
                  **TIMING_OPTIONS.get(cls.name, {}))
     metric.ensure_loaded()
     load_s = time.perf_counter() - start
-    speeds: dict[str, list[float]] = {"batched": [], "single": []}
-    for _ in range(args.repeats):  # alternate so that load from other processes hits both alike
-        speeds["batched"].append(time_run(cls, metric.model, items, warm, args.batch_size, args))
-        speeds["single"].append(time_run(cls, metric.model, items, warm, 1, args))
+    speeds = interleaved({"batched": lambda: time_run(cls, metric.model, items, warm, args.batch_size, args),
+                          "single": lambda: time_run(cls, metric.model, items, warm, 1, args)},
+                         args.repeats, warmup=0)  # every timed run starts after its own warm-up call
     return {"name": name, "level": cls.level, "load_s": load_s,
+            "speedup": ratio_summary(round_ratios(speeds["batched"], speeds["single"])),
             **{mode: statistics.median(values) for mode, values in speeds.items()}}
 
 
@@ -134,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     wanted = [m for m in args.metrics.split(",") if m] or list(registered)
     print(f"{args.images} images of {args.size}x{args.size}, batch size {args.batch_size}, profile "
           f"{args.profile}, device {args.device}, torch threads {torch.get_num_threads()}, "
-          f"median of {args.repeats}", flush=True)
-    print("| metric | level | load (s) | batched (img/s) | one by one (img/s) | batched / one by one |")
+          f"{args.repeats} alternating rounds; {load_average()}", flush=True)
+    print("| metric | level | load (s) | batched (img/s) | one by one (img/s) "
+          "| batched / one by one: median [range] of rounds |")
     print("|---|---|---|---|---|---|", flush=True)
     failed = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -154,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                 failed += 1
                 continue
             print(f"| {r['name']} | {r['level']} | {r['load_s']:.1f} | {r['batched']:.2f} | {r['single']:.2f} | "
-                  f"{r['batched'] / r['single']:.2f}x |", flush=True)
+                  f"{r['speedup']}x |", flush=True)
+    print(f"after: {load_average()}")
     return 1 if failed else 0
 
 

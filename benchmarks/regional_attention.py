@@ -3,15 +3,18 @@
 Shape: FLUX at 1024x1024, i.e. 4096 latent tokens and 512 T5 tokens per prompt, with 0, 2, 4
 and 8 entities whose masks are random, partly overlapping boxes (fixed seed), head dim 128.
 
-    python benchmarks/regional_attention.py [--heads 1] [--repeats 5] [--device cpu] [--threads N]
+    python benchmarks/regional_attention.py [--heads 1] [--repeats 7] [--device cpu] [--threads N]
 
 The reference's time is that of the SDPA call with its dense mask already built (the reference
 code builds the mask once per forward pass); its peak memory includes building the mask.
-Time is the median of `--repeats` calls after one warm-up call, the three variants called in
-turn (round-robin) so that load from other processes affects them alike. Peak memory is what one call
-adds on top of its inputs, measured in a fresh child process per cell so that no cell sees
-another's allocations: on CPU the rise of the process's peak resident set (Linux VmHWM, reset
-through /proc/self/clear_refs before the call), on CUDA torch.cuda.max_memory_allocated.
+Times are taken interleaved in one warm process: after a warm-up round, each of `--repeats`
+rounds calls the three variants once, in turn, so load from other processes that comes and goes
+falls on a round's three calls alike. Seconds are the median over rounds; each ratio is the
+median of the per-round ratios, with their range, and the load average is printed before and
+after. Peak memory is what one call adds on top of its inputs, measured in a fresh child process
+per cell so that no cell sees another's allocations: on CPU the rise of the process's peak
+resident set (Linux VmHWM, reset through /proc/self/clear_refs before the call), on CUDA
+torch.cuda.max_memory_allocated.
 """
 
 from __future__ import annotations
@@ -23,7 +26,14 @@ import subprocess
 import sys
 import time
 
-from bench_common import box_token_masks, status_kib
+from bench_common import (
+    box_token_masks,
+    interleaved,
+    load_average,
+    ratio_summary,
+    round_ratios,
+    status_kib,
+)
 
 ENTITY_COUNTS = (0, 2, 4, 8)
 SIZE = 1024
@@ -92,25 +102,26 @@ def measure_peak(entities: int, name: str, heads: int, device: str) -> int:
     return (status_kib("VmHWM") - before) * 1024
 
 
-def measure_times(entities: int, heads: int, repeats: int, device: str) -> dict[str, float]:
-    """Median seconds per variant; calls interleaved round-robin so load changes hit all alike."""
+def measure_times(entities: int, heads: int, repeats: int, device: str) -> dict[str, list[float]]:
+    """Seconds of each variant per round, the variants interleaved after one warm-up round."""
     import torch
 
     plan = make_plan(entities).to(device)
     q, k, v = make_inputs(plan, heads, device)
     fns = {name: variant_fn(name, q, k, v, plan, prebuilt_mask=True) for name in VARIANTS}
-    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    for round_ in range(repeats + 1):
-        for name, fn in fns.items():
+
+    def timer(fn):
+        def run() -> float:
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             start = time.perf_counter()
             fn()
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
-            if round_:  # round 0 is the warm-up
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+            return time.perf_counter() - start
+        return run
+
+    return interleaved({name: timer(fn) for name, fn in fns.items()}, repeats)
 
 
 def run_peak(entities: int, name: str, args: argparse.Namespace) -> float:
@@ -145,24 +156,17 @@ def table(args: argparse.Namespace) -> list[str]:
     for entities in ENTITY_COUNTS:
         plan = make_plan(entities)
         mib = [run_peak(entities, name, args) / 2**20 for name in VARIANTS]
-        seconds = measure_times(entities, args.heads, args.repeats, args.device)
-        a, b, c = (seconds[name] for name in VARIANTS)
+        times = measure_times(entities, args.heads, args.repeats, args.device)
+        a, b, c = (statistics.median(times[name]) for name in VARIANTS)
+        ours_ref = ratio_summary(round_ratios(times["ours"], times["reference"]))
+        ours_plain = ratio_summary(round_ratios(times["ours"], times["plain"]))
         lines.append(
             f"| {entities} | {plan.length} | {allowed_fraction(plan):.2f} | {a:.3f} | {b:.3f} | {c:.3f} | "
-            f"{b / a:.2f} | {b / c:.2f} | {mib[0]:.0f} | {mib[1]:.0f} | {mib[2]:.0f} | "
+            f"{ours_ref} | {ours_plain} | {mib[0]:.0f} | {mib[1]:.0f} | {mib[2]:.0f} | "
             f"{max_abs_diff(entities, args.heads, args.device):.1e} |"
         )
         print(lines[-1], file=sys.stderr, flush=True)
     return lines
-
-
-def _load_average() -> str:
-    """The 1-minute load average, or "unknown" where /proc is missing."""
-    try:
-        with open("/proc/loadavg") as loadavg:
-            return loadavg.read().split()[0]
-    except OSError:
-        return "unknown"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -171,7 +175,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--heads", type=int, default=1, help="attention heads (FLUX has 24; 1 fits a small CPU)"
     )
     parser.add_argument(
-        "--repeats", type=int, default=5, help="timed calls per cell (median reported)"
+        "--repeats", type=int, default=7, help="timed rounds per cell (each calls every variant once)"
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:n]")
     parser.add_argument(
@@ -194,8 +198,9 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"regional attention, FLUX {SIZE}x{SIZE}: {(SIZE // 16) ** 2} latent + {PROMPT_TOKENS} per prompt, "
         f"heads={args.heads}, head_dim={HEAD_DIM}, float32, device={args.device}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.repeats} interleaved rounds"
     )
+    print(f"before: {load_average()}")
     print(
         "peak = extra memory of one call over its inputs, fresh process per cell ("
         + (
@@ -205,7 +210,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     )
     rows = table(args)
-    print(f"load average while measuring (other processes share the CPU): {_load_average()}")
+    print(f"after: {load_average()}")
+    print("seconds: median over rounds; ratios: median [min-max] of the per-round ratios")
     print("\n".join(rows))
 
 

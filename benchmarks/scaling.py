@@ -6,7 +6,11 @@ A generator that sleeps `--cost` seconds per image and a metric that sleeps `--m
 per image stand in for the models: this measures the harness (planning, queueing, Ray round
 trips, PNG and parquet writes, key checks), not the machine's cores. Every configuration makes
 the same images into a fresh run folder through the stages' own code (`run_generation`,
-`run_scoring`), one after the other in one process, so the figures are side by side.
+`run_scoring`) in one process, the configurations interleaved: each of `--rounds` rounds runs
+local, Ray with 1 worker and Ray with 2 workers in turn, so load from other processes that comes
+and goes falls on a round's configurations alike. Figures are medians over rounds; "vs local"
+and "vs 1 worker" are the medians of the per-round ratios of items/s, with their range; the
+load average is printed before and after.
 
 Each generator and metric call appends its start and end time to a file, in whatever process
 it runs. Per stage and configuration:
@@ -21,11 +25,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from bench_common import load_average, ratio_summary, round_ratios
 
 from eligen_bench.api.generator import Capabilities, Generator
 from eligen_bench.api.metric import Metric, ScoreItem, ScoreRow, row
@@ -120,7 +127,9 @@ def main() -> None:
     parser.add_argument("--cost", type=float, default=0.1, help="generator seconds per image")
     parser.add_argument("--metric-cost", type=float, default=0.1, help="metric seconds per image")
     parser.add_argument("--shard-size", type=int, default=8, help="images per score shard")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, each running every configuration once")
     args = parser.parse_args()
+    print(f"before: {load_average()}", flush=True)
 
     import ray
 
@@ -133,27 +142,41 @@ def main() -> None:
                ("ray", 1, lambda: RayExecutor(workers=1)),
                ("ray", 2, lambda: RayExecutor(workers=2))]
     results = []
-    for name, workers, make in configs:
-        with tempfile.TemporaryDirectory() as folder:
-            for record in measure(make(), workers, args, Path(folder)):
-                results.append({"executor": name, "workers": workers, **record})
+    for round_ in range(args.rounds):
+        for name, workers, make in configs:
+            with tempfile.TemporaryDirectory() as folder:
+                for record in measure(make(), workers, args, Path(folder)):
+                    results.append({"round": round_, "executor": name, "workers": workers, **record})
     ray.shutdown()
     print_table(results, args)
+    print(f"after: {load_average()}")
 
 
 def print_table(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print(f"{args.images} images; generator {1000 * args.cost:.0f} ms/image, metric "
-          f"{1000 * args.metric_cost:.0f} ms/image, score shards of {args.shard_size}")
+          f"{1000 * args.metric_cost:.0f} ms/image, score shards of {args.shard_size}; median of "
+          f"{args.rounds} interleaved rounds, ratios: median [min-max] of the per-round ratios")
     print("| stage | executor | workers | wall s | start s | items/s | vs local | vs 1 worker "
           "| overhead ms/item | overhead % |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in results:
-        local = next(x for x in results if x["stage"] == r["stage"] and x["executor"] == "local")
-        one = next(x for x in results if x["stage"] == r["stage"] and x["executor"] == r["executor"]
-                   and x["workers"] == 1)
-        print(f"| {r['stage']} | {r['executor']} | {r['workers']} | {r['wall']:.2f} | {r['start']:.2f} "
-              f"| {r['rate']:.2f} | {r['rate'] / local['rate']:.2f}x | {r['rate'] / one['rate']:.2f}x "
-              f"| {r['overhead_ms']:.2f} | {100 * r['overhead_share']:.1f} |")
+    configs = list(dict.fromkeys((r["stage"], r["executor"], r["workers"]) for r in results))
+    configs.sort(key=lambda c: c[0] != "generate")  # generate rows first, as the stages run
+
+    def runs(stage: str, executor: str, workers: int) -> list[dict[str, Any]]:
+        return [r for r in results if (r["stage"], r["executor"], r["workers"]) == (stage, executor, workers)]
+
+    for stage, executor, workers in configs:
+        mine = runs(stage, executor, workers)
+        rates = [r["rate"] for r in mine]
+        vs_local = round_ratios(rates, [r["rate"] for r in runs(stage, "local", 1)])
+        vs_one = round_ratios(rates, [r["rate"] for r in runs(stage, executor, 1)])
+
+        def med(key: str, rows: list[dict[str, Any]] = mine) -> float:
+            return statistics.median(r[key] for r in rows)
+
+        print(f"| {stage} | {executor} | {workers} | {med('wall'):.2f} | {med('start'):.2f} "
+              f"| {med('rate'):.2f} | {ratio_summary(vs_local)}x | {ratio_summary(vs_one)}x "
+              f"| {med('overhead_ms'):.2f} | {100 * med('overhead_share'):.1f} |")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ steps: MIS and bootstrapping steps cost more, so a mean), seconds per image (the
 call, after one warm-up image per method), the memory the loaded method holds and its peak
 with one image (the image's peak over all loaded models, plus the method's own), and the ratio
 of its seconds per image to plain SD of its base. Images are timed in rounds, one of every
-method and of plain SD each, so that a varying load on a shared machine hits all alike.
+method and of plain SD each, so that a varying load on a shared machine hits all alike; the
+ratio is the median over rounds of each image's time over plain SD's of the same round, with
+the range, and the load average is printed before and after.
 With `--steps` below a method's default the image time at the default step count is an
 estimate, said in its column: the time outside the UNet plus default steps x the UNet seconds
 per step of the reduced run (whose share of MIS, grounding, MIGC and bootstrapping steps is the
@@ -51,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_common import cpu_name
+from bench_common import cpu_name, load_average, ratio_summary
 
 from eligen_bench.api.generator import Generator
 from eligen_bench.generators.instancediffusion.checkpoint import SD15_UNET_CONFIG
@@ -494,6 +496,8 @@ class Row:
     loaded: float
     """MiB the loaded model holds (allocated on the GPU; on the CPU resident set growth while loading)."""
     samples: list[Sample] = field(default_factory=list)
+    baseline: list[Sample] = field(default_factory=list)
+    """Plain SD's image of the same round (and box count), one per sample: the per-round ratios."""
 
     @property
     def forwards(self) -> float:
@@ -530,6 +534,16 @@ class Row:
         if self.measured:
             return self.image_s
         return self.image_s - self.unet_s + self.default_steps * self.step_s
+
+    def sample_default_s(self, sample: Sample) -> float:
+        """`default_image_s` of one sample."""
+        unet = sum(sample.forwards)
+        return sample.image_s if self.measured else sample.image_s - unet + self.default_steps * unet / self.steps
+
+    def ratios(self, plain: Row) -> list[float]:
+        """Per round: this method's image over plain SD's image of the same round, at default steps."""
+        return [self.sample_default_s(s) / plain.sample_default_s(b) for s, b in zip(self.samples, self.baseline,
+                                                                                     strict=True)]
 
 
 def time_image(model: Any, layout: Layout, seed: int, device: str) -> Sample:
@@ -624,6 +638,8 @@ def run_base(base: str, methods: Sequence[str], scale: Scale, device: str, dtype
                 layout = box_layout(0 if name == "plain SD" else n, model.settings["width"])
                 sample = time_image(model, layout, SEED + r, device)
                 (plain if name == "plain SD" else rows[(name, n)]).samples.append(sample)
+            for name in methods:  # plain SD's image of this round, timed beside them
+                rows[(name, n)].baseline.append(plain.samples[-1])
         print(f"  {base}: round {r + 1} of {repeats} done", flush=True)
     for model in models.values():
         model.close()
@@ -663,7 +679,7 @@ def _row_line(r: Row, base: Row) -> str:
     default = f"{r.default_image_s:.2f}" + ("" if r.measured else f" (est., {r.default_steps} steps)")
     return (f"| {r.method} | {BASES[r.base]} | {r.boxes} | {r.steps} | {r.forwards:.0f} | {r.forward_s:.3f} "
             f"| {r.step_s:.3f} | {r.image_s:.2f} | {default} | {r.loaded:.0f} | {r.peak:.0f} "
-            f"| {r.default_image_s / base.default_image_s:.2f} |")  # fmt: skip
+            f"| {'1.00' if r is base else ratio_summary(r.ratios(base))} |")  # fmt: skip
 
 
 def _quiet() -> None:
@@ -686,7 +702,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", choices=sorted(SCALES), help="default: full on CUDA, reduced elsewhere")
     parser.add_argument("--steps", type=int, help="denoising steps for every method (default: each generator's)")
     parser.add_argument("--boxes", default=",".join(map(str, BOX_COUNTS)))
-    parser.add_argument("--repeats", type=int, default=1, help="measured images per method and box count")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds: measured images per method and box count")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--workdir", help="where the random files are written (default: the system's temp folder)")
     args = parser.parse_args(argv)
@@ -694,6 +710,7 @@ def main(argv: list[str] | None = None) -> None:
     scale = SCALES[args.scale or ("full" if args.device.startswith("cuda") else "reduced")]
     steps = args.steps if args.steps is not None else scale.steps
     print(setting(args.device, scale, args.dtype, steps), flush=True)
+    print(f"before: {load_average()}", flush=True)
     torch.set_grad_enabled(False)
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))
@@ -710,7 +727,8 @@ def main(argv: list[str] | None = None) -> None:
           f"Plain SD: diffusers StableDiffusionPipeline, DDIM, same folder, steps, guidance and size. "
           f"Model MiB: what the loaded method holds ({memory}); peak MiB: that plus the most one image "
           f"added. "
-          f"Total {time.perf_counter() - t0:.0f} s.")
+          f"Total {time.perf_counter() - t0:.0f} s. x plain SD: median [min-max] over rounds of the "
+          f"per-round ratios.\nafter: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -175,6 +175,9 @@ def _open_generation(config: RunConfig, plans: list[GenerationPlan], suite: Suit
     # Which entity text (short prompt or detailed description) each generator was given.
     manifest["entity_text"] = {**manifest.get("entity_text", {}),
                                **{p.label: p.generator.text_choice for p in plans}}
+    # Options added after runs were made, at the value that keeps those runs' keys (not in the identity).
+    manifest["added_options"] = {**manifest.get("added_options", {}),
+                                 **{p.label: p.generator.unkeyed_settings() for p in plans}}
     run_dir.write_manifest(manifest)
 
 

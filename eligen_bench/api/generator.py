@@ -88,6 +88,10 @@ class Generator(ABC):
     method's reference takes one short phrase per entity. The option `entity_text=` (taken by
     every generator) overrides it per run; CreatiLayout's LayoutSAM-Eval scripts feed the
     detailed captions (HuiZhang0812/CreatiLayout@860d8bd: test_SiamLayout_flux_layoutsam_benchmark.py:52)."""
+    added_options: ClassVar[Mapping[str, Any]] = {}
+    """Options added to `defaults` after runs were made, each with the value that gives those
+    runs' behaviour. At that value an option stays out of `identity()`, so the request keys and
+    images of earlier runs stay valid; the manifest records it under ``added_options``."""
 
     def __init__(self, profile: str = "full", device: str | None = None, **options: Any):
         text = options.pop("entity_text", None)
@@ -112,18 +116,24 @@ class Generator(ABC):
     def identity(self) -> dict[str, Any]:
         """Everything that determines the output for a given layout and seed.
 
-        The entity text enters only when it is not the class's own, so the identities (and the
-        images) of runs made before the option existed stay valid.
+        The entity text, and each of `added_options`, enters only when it is not the value runs
+        made before the option existed had, so the identities (and the images) of those runs
+        stay valid.
         """
+        unkeyed = self.unkeyed_settings()
         ident = {
             "name": self.name,
             "profile": self.profile,
-            "settings": dict(sorted(self.settings.items())),
+            "settings": {k: v for k, v in sorted(self.settings.items()) if k not in unkeyed},
             "models": self.model_ids(),
         }
         if self.text_choice != self.entity_text:
             ident["entity_text"] = self.text_choice
         return ident
+
+    def unkeyed_settings(self) -> dict[str, Any]:
+        """The `added_options` this instance holds at their earlier behaviour (not in `identity()`)."""
+        return {k: v for k, v in self.added_options.items() if k in self.settings and self.settings[k] == v}
 
     def resolve_device(self) -> str:
         """The torch device to run on: the given one, else CUDA when present, else CPU."""

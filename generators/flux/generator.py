@@ -73,7 +73,14 @@ _COMMON: dict[str, Any] = {
     "max_sequence_length": 512,
     # DiffSynth-Studio's FlowMatchScheduler (flux_sampling); "diffusers" is FluxPipeline's
     "scheduler": "diffsynth",
+    # "cpu": a seeded CPU generator, float32, cast to the model's dtype (the same noise on any
+    # machine); "run": a seeded generator on the run device, drawn in the model's dtype, as both
+    # references draw it on their GPU (modelscope/DiffSynth-Studio@2e59733: diffsynth/pipelines/
+    # base.py:114-116 with flux_image.py:189; antonioo-c/Regional-Prompting-FLUX@5ce6e6e:
+    # infer_flux_regional.py:168, torch.Generator("cuda"), through diffusers' randn_tensor)
+    "noise_device": "cpu",
 }
+NOISE_DEVICES = ("cpu", "run")
 
 
 class FluxFamily(Generator):
@@ -82,6 +89,7 @@ class FluxFamily(Generator):
     name: ClassVar[str] = "flux-family"
     capabilities: ClassVar[Capabilities] = Capabilities(boxes=False, masks=False, resolution=(1024, 1024))
     defaults: ClassVar[dict[str, Any]] = dict(_COMMON)
+    added_options: ClassVar[dict[str, Any]] = {"noise_device": "cpu"}
 
     def __init__(self, profile: str = "full", device: str | None = None, **options: Any):
         super().__init__(profile=profile, device=device, **options)
@@ -109,6 +117,8 @@ class FluxFamily(Generator):
             raise InputError(f"choose one of {DTYPES}", where=where, field="dtype")
         if s["scheduler"] not in SCHEDULERS:
             raise InputError(f"choose one of {SCHEDULERS}", where=where, field="scheduler")
+        if s["noise_device"] not in NOISE_DEVICES:
+            raise InputError(f"choose one of {NOISE_DEVICES}", where=where, field="noise_device")
         if "vanishing_mask" in s and s["vanishing_mask"] not in VANISHING:
             raise InputError(f"choose one of {VANISHING}", where=where, field="vanishing_mask")
 
@@ -207,12 +217,9 @@ class FluxFamily(Generator):
         return self._pipe.transformer.config.in_channels // 4
 
     def _noise(self, seed: int) -> torch.Tensor:
-        """Packed initial noise from a seeded CPU generator (device independent)."""
-        import torch
-
+        """Packed initial noise of `seed`, drawn as the `noise_device` setting says."""
         h, w = self._latent_size()
-        gen = torch.Generator("cpu").manual_seed(int(seed))
-        noise = torch.randn((1, self._n_channels(), h, w), generator=gen, dtype=torch.float32)
+        noise = draw_noise(seed, (1, self._n_channels(), h, w), self.settings["noise_device"], self._device, self._dtype)
         packed = self._pipe._pack_latents(noise, 1, self._n_channels(), h, w)
         return packed.to(self._device, self._dtype)
 
@@ -533,6 +540,23 @@ def _check_method(method: Any, kind: str, where: str) -> None:
     choices = METHODS if kind == "eligen" else PROMPTING_METHODS
     if method not in choices:
         raise InputError(f"unknown method {method!r}; choose one of {choices}", where=where, field="attention_method")
+
+
+def draw_noise(seed: int, shape: tuple[int, ...], where: str, device: Any, dtype: torch.dtype) -> torch.Tensor:
+    """Standard normal noise of `seed`, in `dtype` on `device`.
+
+    ``where="cpu"``: a CPU generator in float32, then cast (the same values on every machine);
+    ``"run"``: a generator on `device`, drawn in `dtype` there, as DiffSynth-Studio's
+    `generate_noise` does (``torch.randn(shape, generator=torch.Generator(device).manual_seed(seed),
+    device=device, dtype=dtype)``). On a CPU run the two agree; on a GPU they differ.
+    """
+    import torch
+
+    if where == "run":
+        gen = torch.Generator(device).manual_seed(int(seed))
+        return torch.randn(shape, generator=gen, device=device, dtype=dtype)
+    gen = torch.Generator("cpu").manual_seed(int(seed))
+    return torch.randn(shape, generator=gen, dtype=torch.float32).to(device, dtype)
 
 
 def load_flux_pipeline(source: str, revision: str | None, dtype: torch.dtype) -> Any:

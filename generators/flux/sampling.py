@@ -8,10 +8,12 @@ Euler flow matching on one of two sigma schedules:
   diffsynth/diffusion/flow_match.py at fed7b18): ``linspace(1, 0.003/1.002, steps)`` shifted by
   a fixed ``shift = 3`` as ``shift * s / (1 + (shift - 1) * s)``; the transformer gets
   ``1000 * sigma`` as its timestep and the Euler step goes from each sigma to the next, the
-  last one to 0, in the latents' dtype (``x + v * (sigma_next - sigma)``).
+  last one to 0, in the latents' dtype (``x + v * (sigma_next - sigma)``). The timestep is
+  embedded in float32 as DiffSynth embeds it (`flux_timestep`), not cast to the model's dtype.
 * ``diffusers`` (Regional Prompting FLUX's, which runs diffusers' `FluxPipeline`): the
   ``linspace(1, 1/steps, steps)`` schedule shifted by ``mu`` from the image's token count
-  through `FlowMatchEulerDiscreteScheduler`, exactly as `FluxPipeline` sets it.
+  through `FlowMatchEulerDiscreteScheduler`, exactly as `FluxPipeline` sets it; the timestep
+  is cast to the latents' dtype and embedded by diffusers' transformer, as `FluxPipeline` does.
 
 FLUX.1-dev's embedded guidance goes in as the guidance embedding; true classifier-free guidance (EliGen Sec. 3.4: scale 3 with a negative
 prompt) runs the negative conditioning as a second forward pass::
@@ -144,11 +146,16 @@ def predict(
 ) -> torch.Tensor:
     """One transformer call at `timestep` (0-1000 scale).
 
-    Returns batch element 0's velocity, shaped as `latents` (1, N, C).
+    `cast_timestep` embeds the timestep as diffusers' FluxPipeline does (cast to the latents'
+    dtype, then diffusers' conditioning); False embeds it as DiffSynth-Studio does (float32,
+    `flux_timestep.as_diffsynth`). Returns batch element 0's velocity, shaped as `latents` (1, N, C).
     """
+    import contextlib
+
     import torch
 
     from eligen_bench.generators.flux.regional import text_ids
+    from eligen_bench.generators.flux.timestep import as_diffsynth
 
     batch = cond.batch
     hidden = latents.expand(batch, -1, -1)
@@ -162,17 +169,20 @@ def predict(
             raise ValueError("this FLUX model embeds guidance: give an embedded guidance value")
         guidance_t = torch.full((batch,), float(guidance), device=latents.device, dtype=torch.float32)
     kwargs = {"regional": cond.regional} if cond.regional is not None else None
-    out = transformer(
-        hidden_states=hidden,
-        timestep=t,
-        guidance=guidance_t,
-        pooled_projections=cond.pooled,
-        encoder_hidden_states=cond.prompt_embeds,
-        txt_ids=text_ids(cond.prompt_embeds.shape[1], latents.device, latents.dtype),
-        img_ids=img_ids,
-        joint_attention_kwargs=kwargs,
-        return_dict=False,
-    )[0]
+    embedding = (contextlib.nullcontext() if cast_timestep
+                 else as_diffsynth(transformer, timestep.expand(batch), guidance, cond.pooled, latents.dtype))
+    with embedding:
+        out = transformer(
+            hidden_states=hidden,
+            timestep=t,
+            guidance=guidance_t,
+            pooled_projections=cond.pooled,
+            encoder_hidden_states=cond.prompt_embeds,
+            txt_ids=text_ids(cond.prompt_embeds.shape[1], latents.device, latents.dtype),
+            img_ids=img_ids,
+            joint_attention_kwargs=kwargs,
+            return_dict=False,
+        )[0]
     return out[:1]
 
 
