@@ -122,6 +122,17 @@ class FluxFamily(Generator):
         if "vanishing_mask" in s and s["vanishing_mask"] not in VANISHING:
             raise InputError(f"choose one of {VANISHING}", where=where, field="vanishing_mask")
 
+    def identity(self) -> dict[str, Any]:
+        """The settings, plus how the timestep and guidance conditioning is computed on
+        DiffSynth's schedule. Images made before the model was given DiffSynth's float32
+        conditioning (`flux/timestep.py`) differ from today's (bf16 latents by up to 0.035 on the
+        tiny model), so their keys differ too and a resumed run remakes them instead of mixing
+        the two; `scheduler=diffusers` runs keep diffusers' conditioning and their keys."""
+        identity = super().identity()
+        if self.settings["scheduler"] == "diffsynth":
+            identity["conditioning"] = "diffsynth float32 timestep, (time + pooled) + guidance"
+        return identity
+
     def model_ids(self) -> dict[str, str]:
         if self.profile == "tiny":
             return {"flux": f"{TINY_MODEL} (seeded random weights from configs)"}
