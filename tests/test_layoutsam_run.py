@@ -67,7 +67,7 @@ def test_tiny_profile_run_gives_four_scores_per_generator(tmp_path) -> None:
     assert sorted(table.columns) == sorted(METRICS.split(","))
     assert table.notna().all().all() and ((table >= 0) & (table <= 100)).all().all()
     report = (tmp_path / "run" / "report" / "table.md").read_text()
-    assert "layoutsam_shape" in report and "tiny profile" in report
+    assert "Shape (LayoutSAM)" in report and "tiny profile" in report
 
 
 def test_contextgen_reference_rows_meet_our_generator_names() -> None:

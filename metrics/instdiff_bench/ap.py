@@ -58,6 +58,7 @@ class InstDiffAP(Metric):
     """COCO AP of YOLOv8m-seg predictions as InstanceDiffusion's ``yolo val segment`` computes it."""
 
     name = "instdiff_ap"
+    display_name = "InstDiff-Bench"
     level = "image"
     in_default_run = False  # needs COCO val2017 layouts and the annotation file
     reference: ClassVar[str] = ("frank-xwang/InstanceDiffusion@722900e: README.md:240-243; "
@@ -100,6 +101,10 @@ class InstDiffAP(Metric):
         ident["protocol"] = ("yolo val (ultralytics 8.0.119): rect letterbox, multi-label NMS, pycocotools "
                              "against instances_val2017.json scaled to the image size")
         return ident
+
+    def title(self) -> str:
+        # DEIG's Table 3 prints AP and AP50 as two columns: the statistic names the column.
+        return f"{self.options['stat']} ({self.display_name})"
 
     def model_ids(self) -> dict[str, str]:
         from eligen_bench.metrics.detection.detector import ultralytics_version

@@ -186,6 +186,7 @@ class InstDiffAttributeAccuracy(InstDiffAttributeMetric):
     """Share of an image's instances whose crop CLIP assigns to the caption's attribute (%)."""
 
     name = "instdiff_attribute_acc"
+    display_name = "Attribute Acc (InstDiff-Bench)"
     scale = 100.0
     score_rule = "argmax over 'a {attribute} object' of the 8 attributes == the caption's attribute"
     description = ("InstDiff-Bench attribute accuracy: the box crop classified by open_clip ViT-L-14 "
@@ -199,6 +200,7 @@ class InstDiffRegionalClip(InstDiffAttributeMetric):
     """Mean cosine between an image's instance crops and their captions."""
 
     name = "instdiff_regional_clip"
+    display_name = "Regional CLIP (InstDiff-Bench)"
     score_rule = "cos(crop, instance caption), no scaling"
     description = ("InstDiff-Bench regional CLIP: cosine of the box crop and the instance caption "
                    "(open_clip ViT-L-14), per image then over images")

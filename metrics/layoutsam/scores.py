@@ -228,23 +228,27 @@ class _Box:
 
 class LayoutSamSpatial(LayoutSamScore):
     name = "layoutsam_spatial"
+    display_name = "Spatial (LayoutSAM)"
     aspect = "spatial"
     description = "LayoutSAM-Eval Spatial (%): MiniCPM-V says the entity is present in its box's crop"
 
 
 class LayoutSamColor(LayoutSamScore):
     name = "layoutsam_color"
+    display_name = "Color (LayoutSAM)"
     aspect = "color"
     description = "LayoutSAM-Eval Color (%): present, and its colour agrees with the detailed description"
 
 
 class LayoutSamTexture(LayoutSamScore):
     name = "layoutsam_texture"
+    display_name = "Texture (LayoutSAM)"
     aspect = "texture"
     description = "LayoutSAM-Eval Texture (%): present, and its texture agrees with the detailed description"
 
 
 class LayoutSamShape(LayoutSamScore):
     name = "layoutsam_shape"
+    display_name = "Shape (LayoutSAM)"
     aspect = "shape"
     description = "LayoutSAM-Eval Shape (%): present, and its shape agrees with the detailed description"

@@ -69,6 +69,7 @@ class MigBench(Metric):
     """Per-instance MIG-Bench success (position and colour) as eval_mig.py computes it."""
 
     name = "mig_bench"
+    display_name = "I-SR (MIG-Bench)"
     level = "entity"
     scale = 100.0
     higher_is_better = True
