@@ -38,7 +38,11 @@ from eligen_bench.api.generator import (
     release_cuda_memory,
 )
 from eligen_bench.errors import InputError
-from eligen_bench.generators.stable_diffusion.common import check_sd_settings, resolve_dtype
+from eligen_bench.generators.stable_diffusion.common import (
+    check_fractions,
+    check_sd_settings,
+    resolve_dtype,
+)
 from eligen_bench.layout import Layout
 
 if TYPE_CHECKING:
@@ -89,11 +93,7 @@ class InstanceDiffusionGenerator(Generator):
     def __init__(self, profile: str = "full", device: str | None = None, **options: Any):
         super().__init__(profile, device, **options)
         check_sd_settings(self.settings, self.name)
-        for key in ("alpha", "mis"):
-            value = self.settings[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise InputError(f"must be a number in [0, 1], got {value!r}", where=f"generator {self.name!r}",
-                                 field=key)
+        check_fractions(self.settings, self.name, "alpha", "mis")
         if not isinstance(self.settings["allow_pickle"], bool):
             raise InputError("must be true or false", where=f"generator {self.name!r}", field="allow_pickle")
         self._parts: dict[str, Any] = {}

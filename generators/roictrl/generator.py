@@ -56,6 +56,7 @@ from eligen_bench.api.generator import (
 from eligen_bench.errors import InputError
 from eligen_bench.generators.stable_diffusion.common import (
     TINY_MODEL_ID,
+    check_fractions,
     check_sd_settings,
     resolve_dtype,
 )
@@ -115,10 +116,7 @@ class RoiCtrlGenerator(Generator):
     def __init__(self, profile: str = "full", device: str | None = None, **options: Any):
         super().__init__(profile, device, **options)
         check_sd_settings(self.settings, self.name)
-        beta = self.settings["scheduled_sampling_beta"]
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
-            raise InputError(f"must be a number in [0, 1], got {beta!r}", where=f"generator {self.name!r}",
-                             field="scheduled_sampling_beta")
+        check_fractions(self.settings, self.name, "scheduled_sampling_beta")
         for key in ("width", "height"):  # the fusers reshape tokens to grids at 1/8 ... 1/64 of the image
             if self.settings[key] % 64:
                 raise InputError(f"must be a multiple of 64, got {self.settings[key]!r}",

@@ -34,6 +34,14 @@ def check_sd_settings(settings: dict[str, Any], name: str) -> None:
         )
 
 
+def check_fractions(settings: dict[str, Any], name: str, *keys: str) -> None:
+    """Each of `keys` is a number in [0, 1] (a grounding or sampling fraction); InputError naming it."""
+    for key in keys:
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise InputError(f"must be a number in [0, 1], got {value!r}", where=f"generator {name!r}", field=key)
+
+
 def resolve_dtype(name: str, device: str) -> Any:
     """`auto` is float16 on CUDA (as the reference code runs) and float32 elsewhere."""
     import torch

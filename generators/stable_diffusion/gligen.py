@@ -54,6 +54,7 @@ from eligen_bench.api.generator import (
 from eligen_bench.errors import InputError
 from eligen_bench.generators.stable_diffusion.common import (
     TINY_MODEL_ID,
+    check_fractions,
     check_sd_settings,
     load_sd_source,
     resolve_dtype,
@@ -107,13 +108,7 @@ class GligenGenerator(Generator):
     def __init__(self, profile: str = "full", device: str | None = None, **options: Any):
         super().__init__(profile, device, **options)
         check_sd_settings(self.settings, self.name)
-        beta = self.settings["gligen_scheduled_sampling_beta"]
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
-            raise InputError(
-                f"must be a number in [0, 1], got {beta!r}",
-                where=f"generator {self.name!r}",
-                field="gligen_scheduled_sampling_beta",
-            )
+        check_fractions(self.settings, self.name, "gligen_scheduled_sampling_beta")
         if self.settings["sampler"] not in SAMPLERS:
             raise InputError(f"must be one of {', '.join(SAMPLERS)}, got {self.settings['sampler']!r}",
                              where=f"generator {self.name!r}", field="sampler")

@@ -37,6 +37,7 @@ from eligen_bench.api.generator import (
 from eligen_bench.errors import InputError
 from eligen_bench.generators.stable_diffusion.common import (
     TINY_MODEL_ID,
+    check_fractions,
     check_sd_settings,
     load_sd_source,
     resolve_dtype,
@@ -75,9 +76,7 @@ class MultiDiffusionGenerator(Generator):
         super().__init__(profile, device, **options)
         check_sd_settings(self.settings, self.name)
         where = f"generator {self.name!r}"
-        fraction = self.settings["bootstrap_fraction"]
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
-            raise InputError(f"must be a number in [0, 1], got {fraction!r}", where=where, field="bootstrap_fraction")
+        check_fractions(self.settings, self.name, "bootstrap_fraction")
         count = self.settings["bootstrap_backgrounds"]
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise InputError(f"must be a positive integer, got {count!r}", where=where, field="bootstrap_backgrounds")
